@@ -32,7 +32,11 @@ def np_xp():
 
 def tol(dtype) -> dict:
     """Default tolerances: 1e-5 for float32, 1e-10 for float64."""
-    return {"rtol": 1e-10, "atol": 1e-10} if dtype_name(dtype) == "float64" else {"rtol": 1e-5, "atol": 1e-5}
+    return (
+        {"rtol": 1e-10, "atol": 1e-10}
+        if dtype_name(dtype) == "float64"
+        else {"rtol": 1e-5, "atol": 1e-5}
+    )
 
 
 def assert_close(actual, expected, *, rtol=None, atol=None, xp=None, check_dtype=True):

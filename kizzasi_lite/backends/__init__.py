@@ -56,7 +56,10 @@ def get_namespace(name: str | None = None) -> Any:
     except BackendUnavailableError:
         raise
     except Exception as exc:  # ImportError, or CUDA runtime errors for cupy
-        hint = {"mlx": "pip install 'kizzasi-lite[mlx]'", "cupy": "pip install 'kizzasi-lite[cupy]'"}
+        hint = {
+            "mlx": "pip install 'kizzasi-lite[mlx]'",
+            "cupy": "pip install 'kizzasi-lite[cupy]'",
+        }
         raise BackendUnavailableError(
             f"backend {name!r} is not available here ({type(exc).__name__}: {exc}); "
             f"{hint.get(name, f'pip install {name}')}"

@@ -56,7 +56,9 @@ class MLXNamespace:
     def ones_like(self, x: Any, /, *, dtype: Any = None, device: Any = None):
         return self._mx.ones(x.shape, dtype=dtype or x.dtype)
 
-    def eye(self, n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype=None, device=None):
+    def eye(
+        self, n_rows: int, n_cols: int | None = None, /, *, k: int = 0, dtype=None, device=None
+    ):
         return self._mx.eye(n_rows, n_cols, k, dtype=dtype or self._mx.float32)
 
     def arange(self, start, /, stop=None, step=1, *, dtype=None, device=None):
@@ -117,5 +119,7 @@ class MLXNamespace:
             "unsigned integer": (mx.uint8, mx.uint16, mx.uint32, mx.uint64),
         }
         groups["integral"] = groups["signed integer"] + groups["unsigned integer"]
-        groups["numeric"] = groups["integral"] + groups["real floating"] + groups["complex floating"]
+        groups["numeric"] = (
+            groups["integral"] + groups["real floating"] + groups["complex floating"]
+        )
         return any(dtype == k if not isinstance(k, str) else dtype in groups[k] for k in kinds)

@@ -1,0 +1,104 @@
+"""Building blocks shared by the architectures. Pure functions of arrays; weights in torch layout.
+
+Shapes: ``x`` is ``(..., C)`` with channels last; linear weights are ``(out, in)`` as in torch and
+Hugging Face checkpoints, so checkpoint tensors are used as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kizzasi_lite.backends import namespace
+
+
+def linear(x: Any, weight: Any, bias: Any = None) -> Any:
+    """``x @ weight.T + bias``: ``(..., in)`` -> ``(..., out)`` with ``weight`` of shape (out, in)."""
+    xp = namespace(x, weight)
+    y = xp.matmul(x, xp.matrix_transpose(weight))  # (..., out)
+    return y if bias is None else y + bias
+
+
+def sigmoid(x: Any) -> Any:
+    """Logistic function, computed without overflow for large negative ``x``."""
+    xp = namespace(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def silu(x: Any) -> Any:
+    """SiLU / swish: ``x * sigmoid(x)``."""
+    return x * sigmoid(x)
+
+
+def softplus(x: Any) -> Any:
+    """``log(1 + exp(x))`` computed stably: ``max(x, 0) + log1p(exp(-|x|))``."""
+    xp = namespace(x)
+    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
+
+
+def rms_norm(x: Any, weight: Any, eps: float) -> Any:
+    """RMSNorm over the last axis: ``x / sqrt(mean(x^2) + eps) * weight``."""
+    xp = namespace(x)
+    ms = xp.mean(x * x, axis=-1, keepdims=True)  # (..., 1)
+    return x / xp.sqrt(ms + eps) * weight
+
+
+def gated_rms_norm(x: Any, gate: Any, weight: Any, eps: float, group_size: int) -> Any:
+    """Mamba2's gated RMSNorm: ``rms_norm(x * silu(gate))`` over groups of ``group_size`` channels."""
+    xp = namespace(x)
+    y = x * silu(gate)  # (..., C)
+    c = y.shape[-1]
+    grouped = xp.reshape(y, (*y.shape[:-1], c // group_size, group_size))  # (..., G, C/G)
+    ms = xp.mean(grouped * grouped, axis=-1, keepdims=True)  # (..., G, 1)
+    normed = xp.reshape(grouped / xp.sqrt(ms + eps), y.shape)  # (..., C)
+    return normed * weight
+
+
+def layer_norm(x: Any, weight: Any, bias: Any, eps: float) -> Any:
+    """LayerNorm over the last axis (biased variance, as torch)."""
+    xp = namespace(x)
+    mu = xp.mean(x, axis=-1, keepdims=True)  # (..., 1)
+    d = x - mu
+    var = xp.mean(d * d, axis=-1, keepdims=True)  # (..., 1)
+    return d / xp.sqrt(var + eps) * weight + bias
+
+
+def group_norm(x: Any, weight: Any, bias: Any, groups: int, eps: float) -> Any:
+    """GroupNorm of ``(..., C)`` with ``groups`` groups of ``C / groups`` channels (torch's math)."""
+    xp = namespace(x)
+    c = x.shape[-1]
+    g = xp.reshape(x, (*x.shape[:-1], groups, c // groups))  # (..., G, C/G)
+    mu = xp.mean(g, axis=-1, keepdims=True)  # (..., G, 1)
+    d = g - mu
+    var = xp.mean(d * d, axis=-1, keepdims=True)  # (..., G, 1)
+    return xp.reshape(d / xp.sqrt(var + eps), x.shape) * weight + bias
+
+
+def causal_conv1d(x: Any, weight: Any, bias: Any, state: Any) -> tuple[Any, Any]:
+    """Depthwise causal convolution over time with the last ``K-1`` inputs carried as state.
+
+    ``x`` (B, T, C), ``weight`` (C, 1, K) as torch's ``Conv1d(groups=C)``, ``bias`` (C,) or None,
+    ``state`` (B, K-1, C): the inputs before ``x``. Returns ``y`` (B, T, C) and the new state.
+    """
+    xp = namespace(x, weight)
+    k = weight.shape[-1]
+    t = x.shape[1]
+    xx = xp.concat([state, x], axis=1)  # (B, K-1+T, C)
+    w = xp.matrix_transpose(weight[:, 0, :])  # (K, C)
+    y = xx[:, 0:t, :] * w[0, :]  # (B, T, C)
+    for j in range(1, k):
+        y = y + xx[:, j : j + t, :] * w[j, :]
+    if bias is not None:
+        y = y + bias
+    return y, xx[:, t:, :]  # (B, T, C), (B, K-1, C)
+
+
+def causal_conv1d_step(x: Any, weight: Any, bias: Any, state: Any) -> tuple[Any, Any]:
+    """One step of :func:`causal_conv1d`: ``x`` (B, C), ``state`` (B, K-1, C) -> (B, C), state."""
+    xp = namespace(x, weight)
+    xx = xp.concat([state, xp.expand_dims(x, axis=1)], axis=1)  # (B, K, C)
+    w = xp.matrix_transpose(weight[:, 0, :])  # (K, C)
+    y = xp.sum(xx * w, axis=1)  # (B, C)
+    if bias is not None:
+        y = y + bias
+    return y, xx[:, 1:, :]
