@@ -39,6 +39,8 @@ class MLXNamespace:
         mx = self._mx
         if isinstance(obj, mx.array):
             return obj if dtype is None or obj.dtype == dtype else obj.astype(dtype)
+        if dtype is None and getattr(obj, "dtype", None) is not None:
+            dtype = getattr(mx, str(obj.dtype), None)  # keep float64 data float64 (MLX casts to 32)
         return mx.array(obj, dtype=dtype) if dtype is not None else mx.array(obj)
 
     def zeros(self, shape: Any, *, dtype: Any = None, device: Any = None):

@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from kizzasi_lite.backends import (
+    available_backends,
+    backend_name,
+    dtype_name,
+    get_namespace,
+    namespace,
+    to_numpy,
+)
+from kizzasi_lite.backends.random import Generator
+from kizzasi_lite.errors import BackendUnavailableError, KizzasiError
+from tests.conftest import assert_close
+
+
+def test_namespace_round_trip(xp):
+    x = xp.asarray([1.0, 2.0], dtype=xp.float32)
+    assert backend_name(namespace(x)) == backend_name(xp)
+    assert dtype_name(x.dtype) == "float32"
+    np.testing.assert_array_equal(to_numpy(x), [1.0, 2.0])
+
+
+def test_unknown_backend_is_a_kizzasi_error():
+    with pytest.raises(KizzasiError, match="backend must be one of"):
+        get_namespace("tensorflow")
+
+
+def test_cupy_unavailable_says_why():
+    if "cupy" in available_backends():
+        pytest.skip("cupy is available here")
+    with pytest.raises(BackendUnavailableError, match="cupy"):
+        get_namespace("cupy")
+
+
+def test_generator_is_identical_on_every_backend(xp):
+    a = Generator(7, xp).normal((3, 4), dtype=xp.float64)
+    b = Generator(7, get_namespace("numpy")).normal((3, 4), dtype=np.float64)
+    assert_close(a, xp.asarray(to_numpy(b)), xp=xp)
+
+
+def test_standard_gaps_are_filled(xp):
+    x = xp.asarray([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=xp.float32)
+    c = xp.cumulative_sum(x, axis=1, include_initial=True)
+    np.testing.assert_allclose(to_numpy(c), [[0, 1, 3, 6], [0, 4, 9, 15]])
+    n = xp.linalg.vector_norm(x, axis=-1)
+    np.testing.assert_allclose(to_numpy(n), np.linalg.norm(to_numpy(x), axis=-1), rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(xp.clip(x, min=2.0, max=5.0)), np.clip(to_numpy(x), 2, 5))
+    assert to_numpy(xp.matrix_transpose(x)).shape == (3, 2)
+    assert xp.isdtype(x.dtype, "real floating")
+    z = xp.zeros((2,), dtype=xp.float64)
+    assert dtype_name(z.dtype) == "float64"
