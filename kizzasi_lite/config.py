@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from kizzasi_lite.backends import BACKENDS
 from kizzasi_lite.errors import ConfigError
 
 
-class ModelType(str, Enum):
+class ModelType(StrEnum):
     """The architectures a predictor can use (values are the names used in config.json)."""
 
     MAMBA = "mamba"

@@ -70,7 +70,9 @@ class Kizzasi:
         params = {
             "normalizer.mean": xp.zeros((c.input_dim,), dtype=dt),
             "normalizer.std": xp.ones((c.input_dim,), dtype=dt),
-            "in_proj.weight": rng.normal((c.hidden_dim, c.input_dim), std=c.input_dim**-0.5, dtype=dt),
+            "in_proj.weight": rng.normal(
+                (c.hidden_dim, c.input_dim), std=c.input_dim**-0.5, dtype=dt
+            ),
             "in_proj.bias": xp.zeros((c.hidden_dim,), dtype=dt),
             # a zero head: the untrained model predicts "no change" (repeat the last value)
             "head.weight": xp.zeros((c.output_dim, c.hidden_dim), dtype=dt),
@@ -107,7 +109,9 @@ class Kizzasi:
             self._state = None
             return
         if not isinstance(value, dict) or not value:
-            raise InputError(f"state must be a non-empty dict of arrays, got {type(value).__name__}")
+            raise InputError(
+                f"state must be a non-empty dict of arrays, got {type(value).__name__}"
+            )
         batch = int(next(iter(value.values())).shape[0])
         expected = self.backbone.init_state(batch)
         checked = {}
@@ -145,7 +149,9 @@ class Kizzasi:
             raise InputError(f"{what} must hold real numbers, got dtype {arr.dtype}")
         if arr.size and not np.all(np.isfinite(arr)):
             bad = np.argwhere(~np.isfinite(arr))[0]
-            raise InputError(f"{what} must be finite; found {arr[tuple(bad)]} at index {tuple(bad)}")
+            raise InputError(
+                f"{what} must be finite; found {arr[tuple(bad)]} at index {tuple(bad)}"
+            )
         return arr
 
     def _input(self, x: Any, what: str, ndim_one: int) -> tuple[Any, bool]:
@@ -153,14 +159,14 @@ class Kizzasi:
         arr = self._check_numeric(x, what)
         d = self.config.input_dim
         if arr.ndim not in (ndim_one, ndim_one + 1) or arr.shape[-1] != d:
-            shapes = (
-                f"({d},) or (batch, {d})" if ndim_one == 1 else f"(T, {d}) or (batch, T, {d})"
-            )
+            shapes = f"({d},) or (batch, {d})" if ndim_one == 1 else f"(T, {d}) or (batch, T, {d})"
             raise InputError(f"{what} must have shape {shapes}, got {arr.shape}")
         unbatched = arr.ndim == ndim_one
         if unbatched:
             arr = arr[None]
-        return self.xp.asarray(arr.astype(self.config.dtype, copy=False), dtype=self.dtype), unbatched
+        return self.xp.asarray(
+            arr.astype(self.config.dtype, copy=False), dtype=self.dtype
+        ), unbatched
 
     def _current_state(self, batch: int) -> dict[str, Any]:
         if self._state is None:
@@ -270,16 +276,22 @@ class Kizzasi:
         path = Path(path)
         meta = read_json(path / CONFIG_NAME)
         if "kizzasi_lite" not in meta:
-            raise WeightsError(f"{path / CONFIG_NAME} is not a kizzasi_lite config (no 'kizzasi_lite')")
+            raise WeightsError(
+                f"{path / CONFIG_NAME} is not a kizzasi_lite config (no 'kizzasi_lite')"
+            )
         fields = dict(meta["kizzasi_lite"])
         if backend is not None:
             fields["backend"] = backend
         config = KizzasiConfig.from_dict(fields)
         model = cls(config)
         tensors, _ = load_file(path / WEIGHTS_NAME)
-        state = {k[len(STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
+        state = {
+            k[len(STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)
+        }
         weights = {k: v for k, v in tensors.items() if not k.startswith(STATE_PREFIX)}
-        check_params({k: v.shape for k, v in model.params.items()}, weights, str(path / WEIGHTS_NAME))
+        check_params(
+            {k: v.shape for k, v in model.params.items()}, weights, str(path / WEIGHTS_NAME)
+        )
         model.params = {
             k: model.xp.asarray(v.astype(config.dtype, copy=False), dtype=model.dtype)
             for k, v in weights.items()

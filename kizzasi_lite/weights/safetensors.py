@@ -68,7 +68,9 @@ def _read_tensor(path: Path, name: str, info: Any, data: memoryview) -> np.ndarr
     try:
         dtype_name, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
     except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(f"{path}: tensor {name!r} has a malformed header entry {info!r}") from exc
+        raise WeightsError(
+            f"{path}: tensor {name!r} has a malformed header entry {info!r}"
+        ) from exc
     if not (0 <= begin <= end <= len(data)):
         raise WeightsError(
             f"{path}: tensor {name!r} data [{begin}, {end}) lies outside the {len(data)}-byte data"
@@ -87,7 +89,9 @@ def _read_tensor(path: Path, name: str, info: Any, data: memoryview) -> np.ndarr
             f"{path}: tensor {name!r} holds {end - begin} bytes, "
             f"shape {shape} of {dtype_name} needs {dtype.itemsize * count}"
         )
-    return np.frombuffer(data[begin:end], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(data[begin:end], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    )
 
 
 def save_file(
