@@ -101,6 +101,29 @@ class MLXNamespace:
     def matrix_transpose(self, x: Any, /):
         return self._mx.swapaxes(x, -1, -2)
 
+    # MLX (0.32, CPU) evaluates exp, sin and cos of float64 arrays in float32 precision; its
+    # float64 cosh, sinh and tan are exact, so float64 is rebuilt from those (no cancellation).
+    def exp(self, x: Any, /):
+        mx = self._mx
+        if x.dtype != mx.float64:
+            return mx.exp(x)
+        c, s = mx.cosh(x), mx.sinh(x)
+        return mx.where(x >= 0, c + s, 1.0 / (c - s))
+
+    def _sin_cos(self, x: Any) -> tuple[Any, Any]:
+        mx = self._mx  # half-angle formulas in u = tan(x/2), or u = 1/tan(x/2) where |tan| > 1
+        t = mx.tan(0.5 * x)
+        big = mx.abs(t) > 1.0
+        u = mx.where(big, 1.0 / mx.where(big, t, 1.0), t)
+        d = 1.0 + u * u
+        return 2.0 * u / d, mx.where(big, -1.0, 1.0) * (1.0 - u * u) / d
+
+    def sin(self, x: Any, /):
+        return self._sin_cos(x)[0] if x.dtype == self._mx.float64 else self._mx.sin(x)
+
+    def cos(self, x: Any, /):
+        return self._sin_cos(x)[1] if x.dtype == self._mx.float64 else self._mx.cos(x)
+
     def _vector_norm(self, x, /, *, axis=None, keepdims=False, ord=2):
         mx = self._mx
         a = mx.abs(x)
