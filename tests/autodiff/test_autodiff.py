@@ -57,7 +57,7 @@ FUNCTIONS = {
         p["a"][1:, ::2] * p["b"][0, None, 1:4:2]
         + p["a"][..., 1:, -1:]
         + p["b"][::-1, 2:][:2, :1]
-        + p["a"][2]
+        + p["a"][2, :2]
     ),
     "where_max_clip": lambda p: (
         namespace(p["a"]).where(p["a"] > 0.5, p["a"] * 3.0, p["b"])
