@@ -1,0 +1,505 @@
+"""Mamba-2 (SSD), computed as transformers' ``Mamba2Model`` (torch_forward path) does.
+
+Glossary (paper symbol -> name in the code):
+
+- ``D`` (model width)                -> ``cfg.hidden_size``
+- ``d_inner = E*D``                   -> ``cfg.intermediate_size`` (``expand * hidden_size``)
+- ``H`` heads, ``P`` head dim         -> ``cfg.num_heads``, ``cfg.head_dim``; ``d_ssm = H*P``
+- ``G`` groups of B/C, ``N`` state    -> ``cfg.n_groups``, ``cfg.state_size``
+- ``Q`` (chunk length)                -> ``cfg.chunk_size``
+- ``K`` (conv width)                  -> ``cfg.conv_kernel``; conv channels ``conv_dim = d_ssm + 2GN``
+- ``z``, ``xBC``, ``Delta`` (dt)      -> the parts of ``in_proj``'s output (after an optional
+  gated-MLP pair ``z0``, ``x0`` of width ``d_mlp = d_inner - d_ssm``, as in mamba_ssm)
+- ``Delta = clamp(softplus(dt + dt_bias), time_step_limit)`` -> ``dt`` (B, T, H)
+- ``a = -exp(A_log)`` (scalar per head), ``A_bar = exp(Delta a)`` -> ``a`` (H,), ``da``
+- ``B``, ``C`` (per group)            -> ``bm``, ``cm`` (B, T, G, N); head h uses group h // (H/G)
+- ``h_t = A_bar h_{t-1} + Delta B x`` -> the ssm state ``layers.{i}.ssm`` (B, H, P, N)
+- ``y = C h + D x``                   -> ``y``; ``D`` is ``mixer.D`` (H,)
+- ``L = exp(segsum(Delta a))``        -> ``lmat``: the 1-semiseparable mask inside a chunk
+- gated RMSNorm ``norm(y * silu(z))`` -> ``mixer.norm`` over groups of ``d_ssm / G`` channels
+
+A layer is ``h <- h + out_proj(mixer(RMSNorm(h)))``; the output is ``norm_f(h)``, the
+``last_hidden_state`` of ``Mamba2Model`` for ``inputs_embeds=x``. The state of a layer is the last
+``K-1`` conv inputs ``layers.{i}.conv`` (B, K-1, conv_dim) and ``layers.{i}.ssm`` (B, H, P, N).
+
+The sequence path is the chunked SSD algorithm of ``ssd_minimal.py``: (1) intra-chunk outputs as
+masked matmuls ``(C B^T o L) X``, (2) the state each chunk produces, (3) the recurrence of the
+states across chunk boundaries (a scan over chunks), (4) the output of the carried-in state.
+The step path is the O(1) recurrence.
+
+References:
+
+- T. Dao, A. Gu, "Transformers are SSMs: Generalized Models and Efficient Algorithms Through
+  Structured State Space Duality" (2024), arXiv:2405.21060, Section 6 and Listing 1.
+- state-spaces/mamba ``mamba_ssm/modules/ssd_minimal.py`` and ``mamba_ssm/modules/mamba2.py``.
+- transformers ``models/mamba2/modeling_mamba2.py``: ``Mamba2Mixer.torch_forward`` (chunk scan,
+  ``segment_sum``), ``MambaRMSNormGated``, ``Mamba2Model``, ``_init_weights``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from kizzasi_lite.backends import namespace
+from kizzasi_lite.errors import ConfigError, WeightsError
+from kizzasi_lite.models.mamba import (
+    _check_common,
+    _check_positive_int,
+    _count_layers,
+    _hf_names,
+    _inverse_softplus_dt,
+    _kaiming_uniform,
+    _known_fields,
+    _merge_checked,
+    _need,
+    _resolve_dtype,
+    _select_params,
+    _strip_prefix,
+)
+from kizzasi_lite.nn import (
+    causal_conv1d,
+    causal_conv1d_step,
+    gated_rms_norm,
+    linear,
+    rms_norm,
+    silu,
+    softplus,
+)
+from kizzasi_lite.scan import scan_parallel
+
+_DEFAULT_STATE_SIZE = 128  # d_state of both references when config.json does not say
+
+
+@dataclass(frozen=True)
+class Config:
+    """Mamba-2 hyper-parameters, named as in transformers' ``Mamba2Config`` (config.json).
+
+    transformers requires ``num_heads * head_dim == expand * hidden_size``; a smaller ``d_ssm``
+    (mamba_ssm's gated-MLP split, ``d_mlp = d_inner - d_ssm``) is also accepted here.
+    ``norm_before_gate`` (mamba_ssm; False in transformers) normalises before the gate.
+    ``residual_in_fp32`` is accepted for compatibility and ignored: we compute in one dtype.
+    """
+
+    hidden_size: int = 4096
+    state_size: int = 128
+    num_heads: int = 128
+    head_dim: int = 64
+    n_groups: int = 8
+    num_hidden_layers: int = 64
+    expand: int = 2
+    conv_kernel: int = 4
+    chunk_size: int = 256
+    use_bias: bool = False
+    use_conv_bias: bool = True
+    layer_norm_epsilon: float = 1e-5
+    hidden_act: str = "silu"
+    initializer_range: float = 0.1
+    residual_in_fp32: bool = True
+    time_step_min: float = 0.001
+    time_step_max: float = 0.1
+    time_step_floor: float = 1e-4
+    time_step_limit: tuple[float, float] = (0.0, float("inf"))
+    rescale_prenorm_residual: bool = False
+    norm_before_gate: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "state_size", "num_heads", "head_dim", "n_groups"):
+            _check_positive_int(name, getattr(self, name))
+        for name in ("num_hidden_layers", "expand", "conv_kernel", "chunk_size"):
+            _check_positive_int(name, getattr(self, name))
+        _check_common(self)
+        if self.num_heads % self.n_groups:
+            raise ConfigError(
+                f"num_heads ({self.num_heads}) must be a multiple of n_groups ({self.n_groups})"
+            )
+        if self.d_ssm > self.intermediate_size:
+            raise ConfigError(
+                f"num_heads * head_dim ({self.d_ssm}) must not exceed expand * hidden_size "
+                f"({self.intermediate_size})"
+            )
+        limit = tuple(_json_float(v) for v in self.time_step_limit)
+        if len(limit) != 2 or not 0.0 <= limit[0] <= limit[1]:
+            raise ConfigError(
+                f"time_step_limit must be (low, high) with 0 <= low <= high, got {limit!r}"
+            )
+        object.__setattr__(self, "time_step_limit", limit)
+
+    @property
+    def intermediate_size(self) -> int:
+        """``d_inner = expand * hidden_size`` (input width of ``out_proj``)."""
+        return int(self.expand * self.hidden_size)
+
+    @property
+    def d_ssm(self) -> int:
+        """Channels that go through the SSM: ``num_heads * head_dim``."""
+        return self.num_heads * self.head_dim
+
+    @property
+    def d_mlp(self) -> int:
+        """Width of mamba_ssm's gated-MLP side branch (0 in transformers)."""
+        return self.intermediate_size - self.d_ssm
+
+    @property
+    def conv_dim(self) -> int:
+        """Channels of the causal conv: ``x``, ``B`` and ``C``: ``d_ssm + 2 * G * N``."""
+        return self.d_ssm + 2 * self.n_groups * self.state_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (config.json)."""
+        d = asdict(self)
+        d["time_step_limit"] = list(self.time_step_limit)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        """Build from a dict such as a Hugging Face config.json; unknown keys are ignored."""
+        kw = _known_fields(cls, d)
+        if "time_step_limit" in kw:
+            kw["time_step_limit"] = tuple(_json_float(v) for v in kw["time_step_limit"])
+        return cls(**kw)
+
+
+def _json_float(v: Any) -> float:
+    """A float from config.json: a number, ``"inf"``, or transformers 5's ``{"__float__": ...}``."""
+    if isinstance(v, dict) and "__float__" in v:
+        v = v["__float__"]
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"time_step_limit entries must be numbers, got {v!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# parameters and state
+
+
+def param_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
+    """Every parameter name (Mamba2Model's key without ``backbone.``) and its shape."""
+    d, di, h = cfg.hidden_size, cfg.intermediate_size, cfg.num_heads
+    d_proj = 2 * di + 2 * cfg.n_groups * cfg.state_size + h
+    shapes: dict[str, tuple[int, ...]] = {}
+    for i in range(cfg.num_hidden_layers):
+        p = f"layers.{i}."
+        shapes[p + "norm.weight"] = (d,)
+        shapes[p + "mixer.in_proj.weight"] = (d_proj, d)
+        if cfg.use_bias:
+            shapes[p + "mixer.in_proj.bias"] = (d_proj,)
+        shapes[p + "mixer.conv1d.weight"] = (cfg.conv_dim, 1, cfg.conv_kernel)
+        if cfg.use_conv_bias:
+            shapes[p + "mixer.conv1d.bias"] = (cfg.conv_dim,)
+        shapes[p + "mixer.dt_bias"] = (h,)
+        shapes[p + "mixer.A_log"] = (h,)
+        shapes[p + "mixer.D"] = (h,)
+        shapes[p + "mixer.norm.weight"] = (cfg.d_ssm,)
+        shapes[p + "mixer.out_proj.weight"] = (d, di)
+        if cfg.use_bias:
+            shapes[p + "mixer.out_proj.bias"] = (d,)
+    shapes["norm_f.weight"] = (d,)
+    return shapes
+
+
+def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
+    """Fresh weights initialised as ``Mamba2PreTrainedModel._init_weights`` does.
+
+    in_proj ~ N(0, initializer_range); dt_bias = softplus^-1(log-uniform dt); A_log = log(1..H);
+    D = 1; conv and out_proj: kaiming-uniform; biases 0; norms 1.
+    """
+    xp = rng.xp
+    dtype = _resolve_dtype(xp, dtype)
+    shapes = param_shapes(cfg)
+    out_scale = 1.0 / math.sqrt(cfg.num_hidden_layers) if cfg.rescale_prenorm_residual else 1.0
+    params: dict[str, Any] = {}
+    for key, shape in shapes.items():
+        if key.endswith("in_proj.weight"):
+            params[key] = rng.normal(shape, std=cfg.initializer_range, dtype=dtype)
+        elif key.endswith("conv1d.weight"):
+            params[key] = _kaiming_uniform(rng, shape, cfg.conv_kernel, dtype)  # (C, 1, K)
+        elif key.endswith("out_proj.weight"):
+            w = _kaiming_uniform(rng, shape, cfg.intermediate_size, dtype)  # (D, d_inner)
+            params[key] = w * out_scale
+        elif key.endswith("dt_bias"):
+            params[key] = _inverse_softplus_dt(cfg, rng, cfg.num_heads, dtype)  # (H,)
+        elif key.endswith("A_log"):
+            params[key] = xp.log(xp.arange(1, cfg.num_heads + 1, dtype=dtype))  # (H,)
+        elif key.endswith("bias"):
+            params[key] = xp.zeros(shape, dtype=dtype)  # (C,)
+        else:  # norms and D
+            params[key] = xp.ones(shape, dtype=dtype)  # (C,)
+    return params
+
+
+def init_state(cfg: Config, batch: int, *, xp: Any, dtype: Any = None) -> dict[str, Any]:
+    """Zero state: per layer ``conv`` (B, K-1, conv_dim) and ``ssm`` (B, H, P, N)."""
+    dtype = _resolve_dtype(xp, dtype)
+    h, p, n = cfg.num_heads, cfg.head_dim, cfg.state_size
+    state = {}
+    for i in range(cfg.num_hidden_layers):
+        conv_shape = (batch, cfg.conv_kernel - 1, cfg.conv_dim)
+        state[f"layers.{i}.conv"] = xp.zeros(conv_shape, dtype=dtype)  # (B, K-1, conv_dim)
+        state[f"layers.{i}.ssm"] = xp.zeros((batch, h, p, n), dtype=dtype)  # (B, H, P, N)
+    return state
+
+
+def state_numel(cfg: Config) -> int:
+    """Numbers in one stream's state: ``L * ((K - 1) * conv_dim + H * P * N)``."""
+    per_layer = (cfg.conv_kernel - 1) * cfg.conv_dim + cfg.d_ssm * cfg.state_size
+    return cfg.num_hidden_layers * per_layer
+
+
+# ---------------------------------------------------------------------------------------------
+# SSD: the chunked sequence algorithm
+
+
+def _segsum_exp(a: Any) -> Any:
+    """``L[..., l, s] = exp(a_{s+1} + ... + a_l)`` for ``l >= s``, else 0. ``a`` (..., Q).
+
+    Summed with a masked cumulative sum, not as a difference of cumulative sums, so the decays
+    stay exact when the sums are large (ssd_minimal's stable ``segsum``).
+    """
+    xp = namespace(a)
+    q = a.shape[-1]
+    idx = xp.arange(q)  # (Q,)
+    strict = xp.expand_dims(idx, axis=1) > xp.expand_dims(idx, axis=0)  # (Q, Q): k > s
+    lower = xp.expand_dims(idx, axis=1) >= xp.expand_dims(idx, axis=0)  # (Q, Q): l >= s
+    col = xp.expand_dims(a, axis=-1)  # (..., Q, 1): a_k in row k
+    terms = xp.where(strict, col, xp.zeros_like(col))  # (..., Q, Q)
+    sums = xp.cumulative_sum(terms, axis=-2)  # (..., Q, Q): sum over s < k <= l
+    return xp.where(lower, xp.exp(sums), xp.zeros_like(sums))  # (..., Q, Q)
+
+
+def _chunks(xp: Any, v: Any, nc: int, q: int) -> Any:
+    """(B, T, ...) zero-padded to ``nc * q`` steps and split: (B, NC, Q, ...)."""
+    b, t, rest = v.shape[0], v.shape[1], tuple(v.shape[2:])
+    if nc * q > t:
+        v = xp.concat([v, xp.zeros((b, nc * q - t, *rest), dtype=v.dtype)], axis=1)  # (B, NC*Q, ..)
+    return xp.reshape(v, (b, nc, q, *rest))  # (B, NC, Q, ...)
+
+
+def ssd_chunked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, chunk: int) -> tuple[Any, Any]:
+    """Chunked SSD scan of ``h_t = exp(dt_t a) h_{t-1} + dt_t x_t B_t^T``, ``y_t = h_t C_t``.
+
+    ``x`` (B, T, H, P), ``dt`` (B, T, H), ``a`` (H,), ``bm`` and ``cm`` (B, T, G, N), ``h0``
+    (B, H, P, N). Returns ``y`` (B, T, H, P) (without the ``D`` skip) and the final state.
+    Padded steps have ``dt = 0``: decay 1 and no input, so they leave the state unchanged.
+    """
+    xp = namespace(x)
+    bsz, t, h, p = x.shape
+    g, n = bm.shape[2], bm.shape[3]
+    r, q = h // g, chunk
+    nc = -(-t // q)
+    xdt = _chunks(xp, x * xp.expand_dims(dt, axis=-1), nc, q)  # (B, NC, Q, H, P)
+    xdt = xp.permute_dims(xdt, (0, 1, 3, 2, 4))  # (B, NC, H, Q, P)
+    adt = xp.permute_dims(_chunks(xp, dt * a, nc, q), (0, 1, 3, 2))  # (B, NC, H, Q)
+    bc = xp.permute_dims(_chunks(xp, bm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
+    cc = xp.permute_dims(_chunks(xp, cm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
+    a_cum = xp.cumulative_sum(adt, axis=-1)  # (B, NC, H, Q)
+
+    # 1. inside each chunk: y = (C B^T o L) X, the "attention-like" quadratic form
+    cb = xp.matmul(cc, xp.matrix_transpose(bc))  # (B, NC, G, Q, Q)
+    lmat = xp.reshape(_segsum_exp(adt), (bsz, nc, g, r, q, q))  # (B, NC, G, R, Q, Q)
+    scores = xp.reshape(lmat * xp.expand_dims(cb, axis=3), (bsz, nc, h, q, q))  # (B,NC,H,Q,Q)
+    y_diag = xp.matmul(scores, xdt)  # (B, NC, H, Q, P)
+
+    # 2. the state each chunk ends in when it starts from zero
+    decay_to_end = xp.exp(a_cum[..., -1:] - a_cum)  # (B, NC, H, Q)
+    xw = xdt * xp.expand_dims(decay_to_end, axis=-1)  # (B, NC, H, Q, P)
+    xw = xp.reshape(xw, (bsz, nc, g, r, q, p))  # (B, NC, G, R, Q, P)
+    states = xp.matmul(xp.matrix_transpose(xw), xp.expand_dims(bc, axis=3))  # (B,NC,G,R,P,N)
+    states = xp.reshape(states, (bsz, nc, h, p, n))  # (B, NC, H, P, N)
+
+    # 3. across chunks: S_c = exp(sum of chunk c's decays) S_{c-1} + states_c
+    chunk_decay = xp.exp(a_cum[..., -1])  # (B, NC, H)
+    chunk_decay = xp.reshape(chunk_decay, (bsz, nc, h, 1, 1))  # (B, NC, H, 1, 1)
+    ends, h_last = scan_parallel(chunk_decay, states, h0)  # (B, NC, H, P, N), (B, H, P, N)
+    starts = xp.concat([xp.expand_dims(h0, axis=1), ends[:, :-1, ...]], axis=1)  # (B,NC,H,P,N)
+
+    # 4. the carried-in state's contribution: y = exp(a_cum) C S_start
+    starts = xp.reshape(starts, (bsz, nc, g, r, p, n))  # (B, NC, G, R, P, N)
+    c_s = xp.matmul(xp.expand_dims(cc, axis=3), xp.matrix_transpose(starts))  # (B,NC,G,R,Q,P)
+    decay_from_start = xp.expand_dims(xp.exp(a_cum), axis=-1)  # (B, NC, H, Q, 1)
+    y_off = xp.reshape(c_s, (bsz, nc, h, q, p)) * decay_from_start  # (B, NC, H, Q, P)
+
+    y = xp.permute_dims(y_diag + y_off, (0, 1, 3, 2, 4))  # (B, NC, Q, H, P)
+    y = xp.reshape(y, (bsz, nc * q, h, p))[:, :t, ...]  # (B, T, H, P)
+    return y, h_last
+
+
+def _ssd_step(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any) -> tuple[Any, Any]:
+    """One step of the recurrence: ``x`` (B, H, P), ``dt`` (B, H), ``bm``/``cm`` (B, G, N)."""
+    xp = namespace(x)
+    bsz, h, p = x.shape
+    g, n = bm.shape[1], bm.shape[2]
+    per_head = (bsz, g, h // g, n)
+    bh = xp.reshape(xp.broadcast_to(xp.expand_dims(bm, axis=2), per_head), (bsz, h, n))  # (B,H,N)
+    ch = xp.reshape(xp.broadcast_to(xp.expand_dims(cm, axis=2), per_head), (bsz, h, n))  # (B,H,N)
+    da = xp.reshape(xp.exp(dt * a), (bsz, h, 1, 1))  # (B, H, 1, 1)
+    xdt = xp.expand_dims(x * xp.expand_dims(dt, axis=-1), axis=-1)  # (B, H, P, 1)
+    h1 = da * h0 + xdt * xp.expand_dims(bh, axis=2)  # (B, H, P, N)
+    y = xp.matmul(h1, xp.expand_dims(ch, axis=-1))[..., 0]  # (B, H, P)
+    return y, h1
+
+
+# ---------------------------------------------------------------------------------------------
+# the mixer: one function for both paths, which differ in the conv and the SSM kernel
+
+
+def _time_step(cfg: Config, dt_raw: Any, dt_bias: Any) -> Any:
+    """``clamp(softplus(dt + dt_bias), *time_step_limit)``: (..., H)."""
+    xp = namespace(dt_raw)
+    dt = softplus(dt_raw + dt_bias)  # (..., H)
+    lo, hi = cfg.time_step_limit
+    if lo > 0.0 or hi < math.inf:
+        dt = xp.clip(dt, min=lo, max=hi)
+    return dt
+
+
+def _gated_norm(cfg: Config, y: Any, z: Any, weight: Any) -> Any:
+    """MambaRMSNormGated: ``norm(y * silu(z))``, or ``norm(y) * silu(z)`` if norm_before_gate."""
+    group = cfg.d_ssm // cfg.n_groups
+    eps = cfg.layer_norm_epsilon
+    if not cfg.norm_before_gate:
+        return gated_rms_norm(y, z, weight, eps, group)
+    xp = namespace(y)
+    grouped = xp.reshape(y, (*y.shape[:-1], cfg.n_groups, group))  # (..., G, d_ssm/G)
+    normed = rms_norm(grouped, xp.ones((group,), dtype=y.dtype), eps)  # (..., G, d_ssm/G)
+    return xp.reshape(normed, y.shape) * weight * silu(z)  # (..., d_ssm)
+
+
+def _mixer(
+    cfg: Config, params: dict[str, Any], i: int, u: Any, conv: Any, ssm: Any, sequence: bool
+) -> tuple[Any, Any, Any]:
+    """The Mamba-2 mixer: ``u`` (B, T, D) if ``sequence`` else (B, D); states in and out."""
+    xp = namespace(u)
+    pre = f"layers.{i}.mixer."
+    m, ds, gn, h = cfg.d_mlp, cfg.d_ssm, cfg.n_groups * cfg.state_size, cfg.num_heads
+    lead = tuple(u.shape[:-1])  # (B, T) or (B,)
+    zxbcdt = linear(u, params[pre + "in_proj.weight"], params.get(pre + "in_proj.bias"))  # (.., F)
+    z = zxbcdt[..., 2 * m : 2 * m + ds]  # (*lead, d_ssm)
+    xbc = zxbcdt[..., 2 * m + ds : 2 * m + ds + cfg.conv_dim]  # (*lead, conv_dim)
+    dt_raw = zxbcdt[..., 2 * m + ds + cfg.conv_dim :]  # (*lead, H)
+
+    conv_fn = causal_conv1d if sequence else causal_conv1d_step
+    w, b = params[pre + "conv1d.weight"], params.get(pre + "conv1d.bias")
+    xbc, conv = conv_fn(xbc, w, b, conv)  # (*lead, conv_dim), (B, K-1, conv_dim)
+    xbc = silu(xbc)  # (*lead, conv_dim)
+    xs = xp.reshape(xbc[..., :ds], (*lead, h, cfg.head_dim))  # (*lead, H, P)
+    bm = xp.reshape(xbc[..., ds : ds + gn], (*lead, cfg.n_groups, cfg.state_size))  # (.., G, N)
+    cm = xp.reshape(xbc[..., ds + gn :], (*lead, cfg.n_groups, cfg.state_size))  # (.., G, N)
+    dt = _time_step(cfg, dt_raw, params[pre + "dt_bias"])  # (*lead, H)
+    a = -xp.exp(params[pre + "A_log"])  # (H,)
+
+    if sequence:
+        y, ssm = ssd_chunked(xs, dt, a, bm, cm, ssm, cfg.chunk_size)  # (B, T, H, P)
+    else:
+        y, ssm = _ssd_step(xs, dt, a, bm, cm, ssm)  # (B, H, P)
+    y = y + xs * xp.expand_dims(params[pre + "D"], axis=-1)  # (*lead, H, P)
+    y = _gated_norm(cfg, xp.reshape(y, (*lead, ds)), z, params[pre + "norm.weight"])  # (.., ds)
+    if m:
+        y = xp.concat([silu(zxbcdt[..., :m]) * zxbcdt[..., m : 2 * m], y], axis=-1)  # (.., d_in)
+    out = linear(y, params[pre + "out_proj.weight"], params.get(pre + "out_proj.bias"))  # (.., D)
+    return out, conv, ssm
+
+
+def _run(cfg: Config, params: dict[str, Any], x: Any, state: dict[str, Any], sequence: bool):
+    eps = cfg.layer_norm_epsilon
+    h, new_state = x, {}
+    for i in range(cfg.num_hidden_layers):
+        conv, ssm = state[f"layers.{i}.conv"], state[f"layers.{i}.ssm"]
+        u = rms_norm(h, params[f"layers.{i}.norm.weight"], eps)  # (B, [T,] D)
+        out, conv, ssm = _mixer(cfg, params, i, u, conv, ssm, sequence)
+        h = h + out  # (B, [T,] D)
+        new_state[f"layers.{i}.conv"], new_state[f"layers.{i}.ssm"] = conv, ssm
+    return rms_norm(h, params["norm_f.weight"], eps), new_state
+
+
+def step(
+    cfg: Config, params: dict[str, Any], x: Any, state: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """One time step, O(1) in time: ``x`` (B, D) -> ``y`` (B, D) after ``norm_f``, new state."""
+    return _run(cfg, params, x, state, sequence=False)
+
+
+def forward(
+    cfg: Config, params: dict[str, Any], x: Any, state: dict[str, Any] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """A sequence by chunked SSD: ``x`` (B, T, D) -> ``y`` (B, T, D), final state.
+
+    ``state`` (default zeros) is the state before ``x``; the returned one is the state after it,
+    so ``forward(x[:, :k])`` then ``forward(x[:, k:], state)`` equals ``forward(x)``.
+    """
+    if state is None:
+        state = init_state(cfg, x.shape[0], xp=namespace(x), dtype=x.dtype)
+    return _run(cfg, params, x, state, sequence=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# reference checkpoints (transformers Mamba2Model / Mamba2ForCausalLM, mamba_ssm)
+
+
+def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = None) -> Config:
+    """The Config of a checkpoint: sizes from the tensor shapes, the rest from ``config_json``.
+
+    The tensors fix ``G * N`` but not ``G`` and ``N`` apart: those come from config.json's
+    ``state_size`` or ``n_groups`` (mamba_ssm's ``d_state`` / ``ngroups`` also work), else
+    ``state_size = 128`` (the default of both references) is assumed.
+    """
+    t = _strip_prefix(tensors)
+    in_proj = _need(t, "layers.0.mixer.in_proj.weight")
+    hidden, d_proj = int(in_proj.shape[1]), int(in_proj.shape[0])
+    heads = int(_need(t, "layers.0.mixer.A_log").shape[0])
+    d_ssm = int(_need(t, "layers.0.mixer.norm.weight").shape[0])
+    conv_w = _need(t, "layers.0.mixer.conv1d.weight")
+    gn = (int(conv_w.shape[0]) - d_ssm) // 2
+    d_inner = (d_proj - 2 * gn - heads) // 2
+    if d_ssm % heads or d_inner % hidden:
+        raise WeightsError(
+            f"tensor shapes are inconsistent: d_ssm={d_ssm}, heads={heads}, "
+            f"d_inner={d_inner}, hidden_size={hidden}"
+        )
+    declared = _hf_names(config_json)
+    if "state_size" in declared:
+        n = int(declared["state_size"])
+    elif "n_groups" in declared:
+        n = gn // int(declared["n_groups"])
+    else:
+        n = _DEFAULT_STATE_SIZE
+    if n < 1 or gn % n:
+        raise WeightsError(f"2 * n_groups * state_size = {2 * gn} is not a multiple of {n}")
+    inferred = {
+        "hidden_size": hidden,
+        "expand": d_inner // hidden,
+        "num_heads": heads,
+        "head_dim": d_ssm // heads,
+        "state_size": n,
+        "n_groups": gn // n,
+        "num_hidden_layers": _count_layers(t),
+        "conv_kernel": int(conv_w.shape[-1]),
+        "use_bias": "layers.0.mixer.in_proj.bias" in t,
+        "use_conv_bias": "layers.0.mixer.conv1d.bias" in t,
+    }
+    return _merge_checked(Config, config_json, inferred)
+
+
+def params_from_checkpoint(tensors: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """Our params from checkpoint tensors (any prefix; embeddings and lm_head are skipped).
+
+    The arrays are returned as given (same namespace and dtype). Raises WeightsError naming the
+    first missing or mis-shaped key and the shape expected.
+    """
+    return _select_params(_strip_prefix(tensors), param_shapes(cfg))
+
+
+__all__ = [
+    "Config",
+    "config_from_checkpoint",
+    "forward",
+    "init_params",
+    "init_state",
+    "param_shapes",
+    "params_from_checkpoint",
+    "ssd_chunked",
+    "state_numel",
+    "step",
+]

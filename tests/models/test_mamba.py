@@ -1,0 +1,269 @@
+import contextlib
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kizzasi_lite.backends import get_namespace, namespace, to_numpy
+from kizzasi_lite.backends.random import Generator
+from kizzasi_lite.errors import ConfigError, WeightsError
+from kizzasi_lite.models import Backbone
+from kizzasi_lite.models import mamba as arch
+from tests.conftest import assert_close, rand
+
+SMALL = arch.Config(
+    hidden_size=8, state_size=4, num_hidden_layers=2, conv_kernel=3, use_bias=True, chunk_size=4
+)
+
+
+def _params(xp, cfg=SMALL, dtype="float64", seed=0):
+    """Initialised weights plus noise, so that no 0/1 of the default init hides a mistake."""
+    rng = Generator(seed, xp)
+    params = arch.init_params(cfg, rng, dtype)
+    return {k: v + rng.normal(tuple(v.shape), std=0.1, dtype=v.dtype) for k, v in params.items()}
+
+
+def _state(xp, cfg, batch, dtype, seed=5):
+    zeros = arch.init_state(cfg, batch, xp=xp, dtype=getattr(xp, dtype))
+    return {
+        k: rand(xp, tuple(v.shape), seed=seed + j, dtype=dtype)
+        for j, (k, v) in enumerate(zeros.items())
+    }
+
+
+def _step_loop(cfg, params, x, state):
+    """``step`` applied T times: the O(1) recurrent path over a whole sequence."""
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = arch.step(cfg, params, x[:, t, :], state)
+        ys.append(y)
+    return namespace(x).stack(ys, axis=1), state
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_step_loop_matches_forward(xp, dtype):
+    params = _params(xp, dtype=dtype)
+    x = rand(xp, (2, 11, SMALL.hidden_size), seed=1, dtype=dtype)
+    s0 = _state(xp, SMALL, 2, dtype)
+    y, s = arch.forward(SMALL, params, x, s0)
+    y_ref, s_ref = _step_loop(SMALL, params, x, s0)
+    assert y.shape == (2, 11, SMALL.hidden_size)
+    assert_close(y, y_ref, xp=xp)
+    for k in s_ref:
+        assert_close(s[k], s_ref[k], xp=xp)
+
+
+@pytest.mark.parametrize("split", [1, 4, 7, 10])
+def test_forward_split_with_carried_state(xp, split):
+    params = _params(xp)
+    x = rand(xp, (2, 11, SMALL.hidden_size), seed=2, dtype="float64")
+    y, s = arch.forward(SMALL, params, x)
+    y1, s1 = arch.forward(SMALL, params, x[:, :split, :])
+    y2, s2 = arch.forward(SMALL, params, x[:, split:, :], s1)
+    assert_close(xp.concat([y1, y2], axis=1), y, xp=xp)
+    for k in s:
+        assert_close(s2[k], s[k], xp=xp)
+
+
+def test_forward_of_one_step_equals_step(xp):
+    params = _params(xp, dtype="float32")
+    x = rand(xp, (3, 1, SMALL.hidden_size), seed=3)
+    s0 = _state(xp, SMALL, 3, "float32")
+    y, s = arch.forward(SMALL, params, x, s0)
+    y1, s1 = arch.step(SMALL, params, x[:, 0, :], s0)
+    assert_close(y[:, 0, :], y1, xp=xp)
+    for k in s:
+        assert_close(s[k], s1[k], xp=xp)
+
+
+@settings(max_examples=15, deadline=None)
+@given(t=st.integers(1, 13), split=st.integers(0, 13), chunk=st.integers(1, 6))
+def test_any_length_split_and_chunk(t, split, chunk):
+    xp = get_namespace("numpy")
+    cfg = arch.Config(**{**SMALL.to_dict(), "chunk_size": chunk, "use_bias": False})
+    params = _params(xp, cfg)
+    x = rand(xp, (1, t, cfg.hidden_size), seed=t, dtype="float64")
+    split = min(split, t - 1) if t > 1 else 1
+    y, s = arch.forward(cfg, params, x)
+    y_ref, s_ref = _step_loop(cfg, params, x, arch.init_state(cfg, 1, xp=xp, dtype=xp.float64))
+    assert_close(y, y_ref)
+    if 0 < split < t:
+        y1, s1 = arch.forward(cfg, params, x[:, :split, :])
+        y2, _ = arch.forward(cfg, params, x[:, split:, :], s1)
+        assert_close(xp.concat([y1, y2], axis=1), y)
+
+
+def test_state_numel_matches_init_state(xp):
+    for cfg in (SMALL, arch.Config(hidden_size=16, state_size=3, num_hidden_layers=3, expand=3)):
+        state = arch.init_state(cfg, 2, xp=xp, dtype=xp.float32)
+        assert sum(math.prod(v.shape[1:]) for v in state.values()) == arch.state_numel(cfg)
+        assert all(v.shape[0] == 2 for v in state.values())
+
+
+def test_init_params_follow_reference_init():
+    xp = get_namespace("numpy")
+    cfg = arch.Config(hidden_size=32, state_size=5, num_hidden_layers=1)
+    p = arch.init_params(cfg, Generator(0, xp), "float32")
+    assert set(p) == set(arch.param_shapes(cfg))
+    assert all(tuple(p[k].shape) == s for k, s in arch.param_shapes(cfg).items())
+    assert all(p[k].dtype == xp.float32 for k in p)
+    np.testing.assert_allclose(np.exp(p["layers.0.mixer.A_log"][3]), np.arange(1, 6), rtol=1e-6)
+    dt = np.log1p(np.exp(p["layers.0.mixer.dt_proj.bias"].astype(np.float64)))
+    assert dt.min() >= cfg.time_step_floor * 0.999 and dt.max() <= cfg.time_step_max * 1.001
+    assert cfg.time_step_rank == 2 and cfg.intermediate_size == 64
+    bound = 1 / math.sqrt(cfg.intermediate_size)
+    assert np.abs(p["layers.0.mixer.out_proj.weight"]).max() <= bound
+
+
+def test_backbone_and_dtypes():
+    xp = get_namespace("numpy")
+    bb = Backbone("mamba", SMALL, arch.init_params(SMALL, Generator(1, xp), "float32"))
+    y, s = bb.forward(rand(xp, (2, 5, 8)))
+    assert y.dtype == xp.float32 and all(v.dtype == xp.float32 for v in s.values())
+    y1, _ = bb.step(rand(xp, (2, 8)), bb.init_state(2))
+    assert y1.shape == (2, 8)
+    assert bb.state_numel() == arch.state_numel(SMALL)
+
+
+def test_config_dict_roundtrip_and_validation():
+    d = {**SMALL.to_dict(), "model_type": "mamba", "vocab_size": 7}
+    assert arch.Config.from_dict(d) == SMALL
+    assert json.loads(json.dumps(SMALL.to_dict())) == SMALL.to_dict()
+    for field, bad in [
+        ("state_size", 0),
+        ("hidden_act", "gelu"),
+        ("layer_norm_epsilon", 0.0),
+        ("time_step_rank", -1),
+        ("chunk_size", 0),
+    ]:
+        with pytest.raises(ConfigError, match=field):
+            arch.Config(**{**SMALL.to_dict(), field: bad})
+
+
+def test_params_from_checkpoint_names_first_problem():
+    xp = get_namespace("numpy")
+    params = arch.init_params(SMALL, Generator(0, xp), "float32")
+    ckpt = {"backbone." + k: v for k, v in params.items()}
+    ckpt["backbone.embeddings.weight"] = np.zeros((5, 8), np.float32)
+    ckpt["lm_head.weight"] = np.zeros((5, 8), np.float32)
+    assert arch.config_from_checkpoint(ckpt, None) == arch.Config(
+        **{**SMALL.to_dict(), "chunk_size": 64}
+    )
+    mamba_ssm_json = {"d_model": 8, "n_layer": 2, "ssm_cfg": {}, "rms_norm": True}
+    assert arch.config_from_checkpoint(ckpt, mamba_ssm_json) == arch.config_from_checkpoint(ckpt)
+    got = arch.params_from_checkpoint(ckpt, SMALL)
+    assert set(got) == set(params)
+    bad = dict(ckpt)
+    del bad["backbone.layers.1.mixer.D"]
+    with pytest.raises(WeightsError, match=r"layers\.1\.mixer\.D.*\(16,\)"):
+        arch.params_from_checkpoint(bad, SMALL)
+    bad = {**ckpt, "backbone.layers.0.mixer.A_log": np.zeros((16, 3), np.float32)}
+    with pytest.raises(WeightsError, match=r"layers\.0\.mixer\.A_log.*\(16, 4\)"):
+        arch.params_from_checkpoint(bad, SMALL)
+    with pytest.raises(WeightsError, match="state_size"):
+        arch.config_from_checkpoint(ckpt, {"state_size": 9})
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference: transformers' MambaModel
+
+
+@contextlib.contextmanager
+def _float64_reference(torch, modeling):
+    """Keep the reference in float64: it upcasts to float32 (``.float()``, RMSNorm) for fp16
+    training, which would cap the agreement of a float64 model near 1e-7."""
+    orig_float = torch.Tensor.float
+
+    def keep64(self, *args, **kwargs):
+        return self if self.dtype == torch.float64 else orig_float(self, *args, **kwargs)
+
+    def norm64(self, h):
+        var = h.pow(2).mean(-1, keepdim=True)
+        return self.weight * (h * torch.rsqrt(var + self.variance_epsilon))
+
+    orig_norm = modeling.MambaRMSNorm.forward
+    torch.Tensor.float, modeling.MambaRMSNorm.forward = keep64, norm64
+    try:
+        yield
+    finally:
+        torch.Tensor.float, modeling.MambaRMSNorm.forward = orig_float, orig_norm
+
+
+def _reference_checkpoint(tmp_path, **overrides):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    st_numpy = pytest.importorskip("safetensors.numpy")
+    torch.manual_seed(0)
+    kwargs = dict(
+        hidden_size=8,
+        state_size=4,
+        num_hidden_layers=2,
+        vocab_size=11,
+        conv_kernel=4,
+        residual_in_fp32=False,
+        layer_norm_epsilon=1e-5,
+    )
+    hf_cfg = transformers.MambaConfig(**{**kwargs, **overrides})
+    model = transformers.MambaForCausalLM(hf_cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model = model.double().eval()
+    model.save_pretrained(tmp_path)
+    tensors = st_numpy.load_file(str(tmp_path / "model.safetensors"))
+    config_json = json.loads((tmp_path / "config.json").read_text())
+    return torch, model, tensors, config_json
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"use_bias": True, "use_conv_bias": False, "time_step_rank": 3, "expand": 3}],
+)
+def test_matches_transformers_mamba(tmp_path, overrides):
+    torch, model, tensors, config_json = _reference_checkpoint(tmp_path, **overrides)
+    from transformers.models.mamba import modeling_mamba
+
+    xp = get_namespace("numpy")
+    assert any(k.startswith("backbone.") for k in tensors)
+    cfg = arch.config_from_checkpoint(tensors, config_json)
+    cfg = arch.Config(**{**cfg.to_dict(), "chunk_size": 4})
+    params = arch.params_from_checkpoint(tensors, cfg)
+    assert all(v.dtype == np.float64 for v in params.values())
+    x = np.random.default_rng(7).normal(size=(3, 10, cfg.hidden_size))
+    with torch.no_grad(), _float64_reference(torch, modeling_mamba):
+        out = model.backbone(inputs_embeds=torch.from_numpy(x), use_cache=True)
+    ref = out.last_hidden_state.numpy()
+
+    y, s = arch.forward(cfg, params, xp.asarray(x))
+    y_step, s_step = _step_loop(
+        cfg, params, xp.asarray(x), arch.init_state(cfg, 3, xp=xp, dtype=xp.float64)
+    )
+    np.testing.assert_allclose(to_numpy(y), ref, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(to_numpy(y_step), ref, rtol=1e-8, atol=1e-8)
+    y1, _ = arch.forward(cfg, params, xp.asarray(x[:1]))  # batch of one too
+    np.testing.assert_allclose(to_numpy(y1), ref[:1], rtol=1e-8, atol=1e-8)
+    for i in range(cfg.num_hidden_layers):
+        conv_ref = out.cache_params.get_conv_state(i).numpy()  # (B, Di, K): last K inputs
+        ssm_ref = out.cache_params.get_recurrent_state(i).numpy()  # (B, Di, N)
+        np.testing.assert_allclose(s[f"layers.{i}.ssm"], ssm_ref, rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(
+            s[f"layers.{i}.conv"], np.swapaxes(conv_ref[:, :, 1:], 1, 2), rtol=1e-8, atol=1e-8
+        )
+        np.testing.assert_allclose(s_step[f"layers.{i}.ssm"], ssm_ref, rtol=1e-8, atol=1e-8)
+
+    # unpatched, the reference's float32 upcasts agree to float32 precision
+    with torch.no_grad():
+        ref32 = model.backbone(inputs_embeds=torch.from_numpy(x)).last_hidden_state.numpy()
+    np.testing.assert_allclose(to_numpy(y), ref32, rtol=1e-4, atol=1e-5)
+
+
+def test_checkpoint_without_prefix(tmp_path):
+    _, model, tensors, config_json = _reference_checkpoint(tmp_path)
+    bare = {k.removeprefix("backbone."): v for k, v in tensors.items() if k != "lm_head.weight"}
+    cfg = arch.config_from_checkpoint(bare, config_json)
+    assert cfg == arch.config_from_checkpoint(tensors, config_json)
+    params = arch.params_from_checkpoint(bare, cfg)
+    assert set(params) == set(arch.param_shapes(cfg))

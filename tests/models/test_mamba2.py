@@ -1,0 +1,321 @@
+import contextlib
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kizzasi_lite.backends import get_namespace, namespace, to_numpy
+from kizzasi_lite.backends.random import Generator
+from kizzasi_lite.errors import ConfigError, WeightsError
+from kizzasi_lite.models import Backbone
+from kizzasi_lite.models import mamba2 as arch
+from tests.conftest import assert_close, rand
+
+SMALL = arch.Config(
+    hidden_size=8,
+    state_size=4,
+    num_heads=4,
+    head_dim=4,
+    n_groups=2,
+    num_hidden_layers=2,
+    conv_kernel=3,
+    chunk_size=4,
+    use_bias=True,
+)
+# mamba_ssm's variants: a gated-MLP side branch (d_ssm < d_inner), norm before gate, dt limits
+VARIANT = arch.Config(
+    hidden_size=8,
+    state_size=3,
+    num_heads=2,
+    head_dim=4,
+    n_groups=1,
+    num_hidden_layers=2,
+    chunk_size=3,
+    norm_before_gate=True,
+    time_step_limit=(0.02, 0.3),
+)
+
+
+def _params(xp, cfg=SMALL, dtype="float64", seed=0):
+    """Initialised weights plus noise, so that no 0/1 of the default init hides a mistake."""
+    rng = Generator(seed, xp)
+    params = arch.init_params(cfg, rng, dtype)
+    return {k: v + rng.normal(tuple(v.shape), std=0.1, dtype=v.dtype) for k, v in params.items()}
+
+
+def _state(xp, cfg, batch, dtype, seed=5):
+    zeros = arch.init_state(cfg, batch, xp=xp, dtype=getattr(xp, dtype))
+    return {
+        k: rand(xp, tuple(v.shape), seed=seed + j, dtype=dtype)
+        for j, (k, v) in enumerate(zeros.items())
+    }
+
+
+def _step_loop(cfg, params, x, state):
+    """``step`` applied T times: the O(1) recurrent path over a whole sequence."""
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = arch.step(cfg, params, x[:, t, :], state)
+        ys.append(y)
+    return namespace(x).stack(ys, axis=1), state
+
+
+@pytest.mark.parametrize("cfg", [SMALL, VARIANT], ids=["hf", "mamba_ssm_variant"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_step_loop_matches_forward(xp, dtype, cfg):
+    params = _params(xp, cfg, dtype=dtype)
+    x = rand(xp, (2, 11, cfg.hidden_size), seed=1, dtype=dtype)
+    s0 = _state(xp, cfg, 2, dtype)
+    y, s = arch.forward(cfg, params, x, s0)
+    y_ref, s_ref = _step_loop(cfg, params, x, s0)
+    assert y.shape == (2, 11, cfg.hidden_size)
+    assert_close(y, y_ref, xp=xp)
+    for k in s_ref:
+        assert_close(s[k], s_ref[k], xp=xp)
+
+
+@pytest.mark.parametrize("split", [1, 4, 6, 10])
+def test_forward_split_with_carried_state(xp, split):
+    params = _params(xp)
+    x = rand(xp, (2, 11, SMALL.hidden_size), seed=2, dtype="float64")
+    y, s = arch.forward(SMALL, params, x)
+    y1, s1 = arch.forward(SMALL, params, x[:, :split, :])
+    y2, s2 = arch.forward(SMALL, params, x[:, split:, :], s1)
+    assert_close(xp.concat([y1, y2], axis=1), y, xp=xp)
+    for k in s:
+        assert_close(s2[k], s[k], xp=xp)
+
+
+def test_forward_of_one_step_equals_step(xp):
+    params = _params(xp, dtype="float32")
+    x = rand(xp, (3, 1, SMALL.hidden_size), seed=3)
+    s0 = _state(xp, SMALL, 3, "float32")
+    y, s = arch.forward(SMALL, params, x, s0)
+    y1, s1 = arch.step(SMALL, params, x[:, 0, :], s0)
+    assert_close(y[:, 0, :], y1, xp=xp)
+    for k in s:
+        assert_close(s[k], s1[k], xp=xp)
+
+
+def _ssd_sequential(x, dt, a, bm, cm, h0):
+    """The definition in NumPy: h_t = exp(dt a) h + dt x B^T, y_t = h C (head h -> group h//R)."""
+    r = x.shape[2] // bm.shape[2]
+    bh, ch = np.repeat(bm, r, axis=2), np.repeat(cm, r, axis=2)  # (B, T, H, N)
+    h, ys = h0, []
+    for t in range(x.shape[1]):
+        da = np.exp(dt[:, t] * a)[:, :, None, None]
+        h = da * h + (dt[:, t, :, None] * x[:, t])[..., None] * bh[:, t, :, None, :]
+        ys.append(np.einsum("bhpn,bhn->bhp", h, ch[:, t]))
+    return np.stack(ys, axis=1), h
+
+
+@pytest.mark.parametrize("t,chunk", [(1, 4), (7, 1), (9, 3), (12, 4), (5, 8)])
+def test_ssd_chunked_matches_the_recurrence(xp, t, chunk):
+    rng = np.random.default_rng(t * 10 + chunk)
+    shapes = {"x": (2, t, 4, 3), "bm": (2, t, 2, 5), "cm": (2, t, 2, 5), "h0": (2, 4, 3, 5)}
+    arrs = {k: rng.normal(size=s) for k, s in shapes.items()}
+    dt = rng.uniform(0.01, 2.0, size=(2, t, 4))
+    a = -rng.uniform(0.1, 3.0, size=(4,))
+    y_ref, h_ref = _ssd_sequential(arrs["x"], dt, a, arrs["bm"], arrs["cm"], arrs["h0"])
+    y, h = arch.ssd_chunked(
+        *(xp.asarray(v) for v in (arrs["x"], dt, a, arrs["bm"], arrs["cm"], arrs["h0"])), chunk
+    )
+    assert_close(y, xp.asarray(y_ref), xp=xp)
+    assert_close(h, xp.asarray(h_ref), xp=xp)
+
+
+@settings(max_examples=15, deadline=None)
+@given(t=st.integers(1, 13), split=st.integers(1, 12), chunk=st.integers(1, 6))
+def test_any_length_split_and_chunk(t, split, chunk):
+    xp = get_namespace("numpy")
+    cfg = arch.Config(**{**SMALL.to_dict(), "chunk_size": chunk, "use_bias": False})
+    params = _params(xp, cfg)
+    x = rand(xp, (1, t, cfg.hidden_size), seed=t, dtype="float64")
+    y, _ = arch.forward(cfg, params, x)
+    y_ref, _ = _step_loop(cfg, params, x, arch.init_state(cfg, 1, xp=xp, dtype=xp.float64))
+    assert_close(y, y_ref)
+    if split < t:
+        y1, s1 = arch.forward(cfg, params, x[:, :split, :])
+        y2, _ = arch.forward(cfg, params, x[:, split:, :], s1)
+        assert_close(xp.concat([y1, y2], axis=1), y)
+
+
+def test_state_numel_matches_init_state(xp):
+    for cfg in (SMALL, VARIANT):
+        state = arch.init_state(cfg, 2, xp=xp, dtype=xp.float32)
+        assert sum(math.prod(v.shape[1:]) for v in state.values()) == arch.state_numel(cfg)
+        assert all(v.shape[0] == 2 for v in state.values())
+
+
+def test_init_params_follow_reference_init():
+    xp = get_namespace("numpy")
+    p = arch.init_params(SMALL, Generator(0, xp), "float32")
+    assert set(p) == set(arch.param_shapes(SMALL))
+    assert all(tuple(p[k].shape) == s for k, s in arch.param_shapes(SMALL).items())
+    assert all(p[k].dtype == xp.float32 for k in p)
+    np.testing.assert_allclose(np.exp(p["layers.1.mixer.A_log"]), np.arange(1, 5), rtol=1e-6)
+    dt = np.log1p(np.exp(p["layers.0.mixer.dt_bias"].astype(np.float64)))
+    assert dt.min() >= SMALL.time_step_floor * 0.999 and dt.max() <= SMALL.time_step_max * 1.001
+    np.testing.assert_array_equal(p["layers.0.mixer.D"], 1.0)
+    assert p["layers.0.mixer.in_proj.weight"].shape == (2 * 16 + 2 * 2 * 4 + 4, 8)
+
+
+def test_norm_before_gate_is_norm_then_gate():
+    xp = get_namespace("numpy")
+    rng = np.random.default_rng(0)
+    y, z, w = rng.normal(size=(3, 8)), rng.normal(size=(3, 8)), rng.normal(size=(8,))
+    got = arch._gated_norm(VARIANT, y, z, w)  # one group of 8
+    ref = y / np.sqrt((y**2).mean(-1, keepdims=True) + 1e-5) * w * z / (1 + np.exp(-z))
+    assert_close(xp.asarray(got), xp.asarray(ref))
+
+
+def test_backbone_and_dtypes():
+    xp = get_namespace("numpy")
+    bb = Backbone("mamba2", SMALL, arch.init_params(SMALL, Generator(1, xp), "float32"))
+    y, s = bb.forward(rand(xp, (2, 5, 8)))
+    assert y.dtype == xp.float32 and all(v.dtype == xp.float32 for v in s.values())
+    y1, _ = bb.step(rand(xp, (2, 8)), bb.init_state(2))
+    assert y1.shape == (2, 8)
+
+
+def test_config_dict_roundtrip_and_validation():
+    d = {**VARIANT.to_dict(), "model_type": "mamba2", "vocab_size": 7}
+    assert arch.Config.from_dict(json.loads(json.dumps(d))) == VARIANT
+    for limit in ([0.0, math.inf], [0, "inf"], [0.0, {"__float__": "Infinity"}]):  # HF 5 json
+        assert arch.Config.from_dict({"time_step_limit": limit}).time_step_limit == (0.0, math.inf)
+    for field, bad in [("n_groups", 3), ("head_dim", 0), ("num_heads", 64),
+                       ("time_step_limit", (0.5, 0.1)), ("time_step_limit", (0, None)),
+                       ("chunk_size", 0)]:  # fmt: skip
+        with pytest.raises(ConfigError, match=field):
+            arch.Config(**{**SMALL.to_dict(), field: bad})
+
+
+def test_params_from_checkpoint_names_first_problem():
+    xp = get_namespace("numpy")
+    params = arch.init_params(SMALL, Generator(0, xp), "float32")
+    ckpt = {"backbone." + k: v for k, v in params.items()}
+    ckpt["backbone.embeddings.weight"] = np.zeros((5, 8), np.float32)
+    assert arch.config_from_checkpoint(ckpt, {"n_groups": 2, "chunk_size": 4}) == SMALL
+    assert arch.config_from_checkpoint(ckpt, {"state_size": 4, "chunk_size": 4}) == SMALL
+    mamba_ssm_json = {"d_model": 8, "n_layer": 2, "ssm_cfg": {"layer": "Mamba2", "d_state": 4,
+                      "headdim": 4, "ngroups": 2, "chunk_size": 4}}  # fmt: skip
+    assert arch.config_from_checkpoint(ckpt, mamba_ssm_json) == SMALL
+    assert set(arch.params_from_checkpoint(ckpt, SMALL)) == set(params)
+    bad = dict(ckpt)
+    del bad["backbone.layers.1.mixer.dt_bias"]
+    with pytest.raises(WeightsError, match=r"layers\.1\.mixer\.dt_bias.*\(4,\)"):
+        arch.params_from_checkpoint(bad, SMALL)
+    bad = {**ckpt, "backbone.layers.0.mixer.norm.weight": np.zeros((8,), np.float32)}
+    with pytest.raises(WeightsError, match=r"layers\.0\.mixer\.norm\.weight.*\(16,\)"):
+        arch.params_from_checkpoint(bad, SMALL)
+    with pytest.raises(WeightsError, match="num_heads"):
+        arch.config_from_checkpoint(ckpt, {"state_size": 4, "num_heads": 8, "head_dim": 2})
+
+
+# ---------------------------------------------------------------------------------------------
+# the reference: transformers' Mamba2Model
+
+
+@contextlib.contextmanager
+def _float64_reference(torch, modeling):
+    """Keep the reference in float64: it upcasts to float32 (``.float()``, both RMSNorms) for
+    fp16 training, which would cap the agreement of a float64 model near 1e-7."""
+    orig_float = torch.Tensor.float
+
+    def keep64(self, *args, **kwargs):
+        return self if self.dtype == torch.float64 else orig_float(self, *args, **kwargs)
+
+    def norm64(self, h):
+        var = h.pow(2).mean(-1, keepdim=True)
+        return self.weight * (h * torch.rsqrt(var + self.variance_epsilon))
+
+    def gated_norm64(self, h, gate=None):
+        if gate is not None:
+            h = h * torch.nn.functional.silu(gate)
+        g = h.view(*h.shape[:-1], -1, self.group_size)
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+        return self.weight * g.view(h.shape)
+
+    patched = [
+        (torch.Tensor, "float", keep64),
+        (modeling.Mamba2RMSNorm, "forward", norm64),
+        (modeling.MambaRMSNormGated, "forward", gated_norm64),
+    ]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patched]
+    try:
+        for obj, name, fn in patched:
+            setattr(obj, name, fn)
+        yield
+    finally:
+        for obj, name, fn in saved:
+            setattr(obj, name, fn)
+
+
+REFERENCE_CASES = [
+    {},
+    {
+        "use_bias": True,
+        "use_conv_bias": False,
+        "n_groups": 1,
+        "num_heads": 8,
+        "head_dim": 4,
+        "conv_kernel": 3,
+        "chunk_size": 5,
+        "time_step_limit": (0.0, 0.05),
+    },
+]
+
+
+@pytest.mark.parametrize("overrides", REFERENCE_CASES, ids=["default", "bias_groups_limit"])
+def test_matches_transformers_mamba2(tmp_path, overrides):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    st_numpy = pytest.importorskip("safetensors.numpy")
+    from transformers.models.mamba2 import modeling_mamba2
+
+    kwargs = dict(hidden_size=16, expand=2, num_heads=4, head_dim=8, n_groups=2, state_size=4,
+                  num_hidden_layers=2, vocab_size=11, chunk_size=4, residual_in_fp32=False)  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.Mamba2ForCausalLM(transformers.Mamba2Config(**{**kwargs, **overrides}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model = model.double().eval()
+    model.save_pretrained(tmp_path)
+    tensors = st_numpy.load_file(str(tmp_path / "model.safetensors"))
+    config_json = json.loads((tmp_path / "config.json").read_text())
+
+    xp = get_namespace("numpy")
+    assert any(k.startswith("backbone.") for k in tensors)
+    cfg = arch.config_from_checkpoint(tensors, config_json)
+    assert cfg.chunk_size == model.config.chunk_size and cfg.n_groups == model.config.n_groups
+    params = arch.params_from_checkpoint(tensors, cfg)
+    assert all(v.dtype == np.float64 for v in params.values())
+    x = np.random.default_rng(7).normal(size=(3, 11, cfg.hidden_size))
+    with torch.no_grad(), _float64_reference(torch, modeling_mamba2):
+        out = model.backbone(inputs_embeds=torch.from_numpy(x), use_cache=True)
+    ref = out.last_hidden_state.numpy()
+
+    y, s = arch.forward(cfg, params, xp.asarray(x))
+    zeros = arch.init_state(cfg, 3, xp=xp, dtype=xp.float64)
+    y_step, s_step = _step_loop(cfg, params, xp.asarray(x), zeros)
+    np.testing.assert_allclose(to_numpy(y), ref, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(to_numpy(y_step), ref, rtol=1e-8, atol=1e-8)
+    y1, _ = arch.forward(cfg, params, xp.asarray(x[1:2]))  # batch of one too
+    np.testing.assert_allclose(to_numpy(y1), ref[1:2], rtol=1e-8, atol=1e-8)
+    for i in range(cfg.num_hidden_layers):
+        conv_ref = out.cache_params.get_conv_state(i).numpy()  # (B, conv_dim, K): last K inputs
+        ssm_ref = out.cache_params.get_recurrent_state(i).numpy()  # (B, H, P, N)
+        np.testing.assert_allclose(s[f"layers.{i}.ssm"], ssm_ref, rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(s_step[f"layers.{i}.ssm"], ssm_ref, rtol=1e-8, atol=1e-8)
+        np.testing.assert_allclose(
+            s[f"layers.{i}.conv"], np.swapaxes(conv_ref[:, :, 1:], 1, 2), rtol=1e-8, atol=1e-8
+        )
+
+    # unpatched, the reference's float32 upcasts agree to float32 precision
+    with torch.no_grad():
+        ref32 = model.backbone(inputs_embeds=torch.from_numpy(x)).last_hidden_state.numpy()
+    np.testing.assert_allclose(to_numpy(y), ref32, rtol=1e-4, atol=1e-5)
