@@ -45,6 +45,7 @@ _POSITIVE_INTS = (
     "n_groups",
     "chunk_size",
     "ffn_mult",
+    "forecast_lookback",
 )
 
 
@@ -64,6 +65,12 @@ class KizzasiConfig:
     size), ``n_groups`` (Mamba2 B/C groups; Transformer KV heads = heads / n_groups),
     ``chunk_size`` (chunked scans), ``ffn_mult`` (RWKV/Transformer MLP width = ffn_mult * hidden),
     ``s4d_init`` (``"inv"`` or ``"lin"``).
+
+    Heads: ``head`` is ``"point"`` (the next sample) or ``"gaussian"`` (mean and standard deviation
+    per channel); ``forecast_horizon`` > 0 adds the direct multi-horizon head used by
+    :meth:`~kizzasi_lite.Kizzasi.forecast`, with a linear autoregressive skip over the look-back
+    window of ``forecast_lookback`` samples (LSTNet's "highway"); ``revin`` normalizes each forecast window by its own mean and
+    standard deviation (reversible instance normalization, Kim et al. ICLR 2022).
     """
 
     model_type: ModelType = ModelType.MAMBA2
@@ -83,6 +90,10 @@ class KizzasiConfig:
     chunk_size: int = 64
     ffn_mult: int = 4
     s4d_init: str = "inv"
+    head: str = "point"
+    forecast_horizon: int = 0
+    forecast_lookback: int = 96
+    revin: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -106,6 +117,13 @@ class KizzasiConfig:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.s4d_init not in ("inv", "lin"):
             raise ConfigError(f"s4d_init must be 'inv' or 'lin', got {self.s4d_init!r}")
+        if self.head not in ("point", "gaussian"):
+            raise ConfigError(f"head must be 'point' or 'gaussian', got {self.head!r}")
+        fh = self.forecast_horizon
+        if isinstance(fh, bool) or not isinstance(fh, int) or fh < 0:
+            raise ConfigError(f"forecast_horizon must be a non-negative integer, got {fh!r}")
+        if not isinstance(self.revin, bool):
+            raise ConfigError(f"revin must be True or False, got {self.revin!r}")
         if not isinstance(self.extra, dict):
             raise ConfigError(f"extra must be a dict, got {type(self.extra).__name__}")
         self._check_heads()

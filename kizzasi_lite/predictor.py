@@ -1,20 +1,13 @@
 """``Kizzasi``: the stateful stream predictor.
 
-It owns the normalisation statistics, an input projection, the backbone (the architecture chosen
-by ``config.model_type``), the output head and the recurrent state of its streams. Values go in and
-come out in the user's units; inside, ``z = (x - mean) / std``.
+It owns the normalisation statistics, the input projection, the backbone (the architecture chosen
+by ``config.model_type``), the output heads and the recurrent state of its streams; the math is in
+:mod:`kizzasi_lite.heads`. Values go in and come out in the user's units.
 
-Parameters, all in one flat dict saved as ``model.safetensors``::
-
-    normalizer.mean, normalizer.std      (input_dim,)
-    in_proj.weight (hidden, input_dim), in_proj.bias (hidden,)
-    backbone.<architecture keys>
-    head.weight (output_dim, hidden), head.bias (output_dim,)
-
-The head predicts the next sample, ``x_{t+1}``; with ``input_dim == output_dim`` it predicts it as a
-standardized increment over ``x_t`` (so an untrained model repeats the last value, a sane baseline).
-Every call validates its input first and replaces the state only after it succeeded, so a failing
-call leaves the predictor exactly as it was.
+With ``input_dim == output_dim`` the head predicts the next sample as an increment over the current
+one, and starts at zero, so an untrained model repeats the last value (a sane baseline). Every call
+validates its input first and replaces the state only after it succeeded: a failing call leaves the
+predictor exactly as it was.
 """
 
 from __future__ import annotations
@@ -25,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from kizzasi_lite.backends import dtype_of, get_namespace, namespace, to_numpy
+from kizzasi_lite import heads
+from kizzasi_lite.backends import dtype_of, get_namespace, to_numpy
 from kizzasi_lite.backends.random import Generator
 from kizzasi_lite.config import KizzasiConfig
 from kizzasi_lite.errors import ConfigError, InputError, WeightsError
 from kizzasi_lite.models import Backbone, architecture
-from kizzasi_lite.nn import linear
 from kizzasi_lite.weights import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -42,24 +35,26 @@ from kizzasi_lite.weights import (
 )
 
 STATE_PREFIX = "state."
+TRAINING_NAME = "training.json"
 
 
 class Kizzasi:
-    """Predict a multichannel signal one step at a time.
+    """Predict a multichannel signal one step at a time, learn it from data, score anomalies.
 
     >>> from kizzasi_lite import Kizzasi, KizzasiConfig
     >>> k = Kizzasi(KizzasiConfig(model_type="mamba", input_dim=3))
-    >>> y = k.step([0.1, 0.2, 0.3])        # prediction of the next sample, shape (3,)
+    >>> y = k.step([0.1, 0.2, 0.3])             # prediction of the next sample, shape (3,)
     >>> path = k.predict_n([0.1, 0.2, 0.3], 5)  # (5, 3) roll-out
     """
 
-    def __init__(self, config: KizzasiConfig | None = None, *, params: dict | None = None) -> None:
+    def __init__(self, config: KizzasiConfig | None = None) -> None:
         self.config = config or KizzasiConfig()
         self.xp = get_namespace(self.config.backend)
         self.dtype = dtype_of(self.xp, self.config.dtype)
         self.arch = self.config.model_type.architecture
         self.backbone_config = self.config.backbone_config()
-        self.params = self._init_params() if params is None else params
+        self.params = self._init_params()
+        self.info: dict[str, Any] = {}  # training history, anomaly threshold, metrics
         self._state: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ construction
@@ -67,35 +62,50 @@ class Kizzasi:
         c, xp, dt = self.config, self.xp, self.dtype
         rng = Generator(c.seed, xp)
         backbone = architecture(self.arch).init_params(self.backbone_config, rng, dt)
+        k = 2 if c.head == "gaussian" else 1
+        d, din, dout = c.hidden_dim, c.input_dim, c.output_dim
         params = {
-            "normalizer.mean": xp.zeros((c.input_dim,), dtype=dt),
-            "normalizer.std": xp.ones((c.input_dim,), dtype=dt),
-            "in_proj.weight": rng.normal(
-                (c.hidden_dim, c.input_dim), std=c.input_dim**-0.5, dtype=dt
-            ),
-            "in_proj.bias": xp.zeros((c.hidden_dim,), dtype=dt),
+            "normalizer.mean": xp.zeros((din,), dtype=dt),
+            "normalizer.std": xp.ones((din,), dtype=dt),
+            "in_proj.weight": rng.normal((d, din), std=din**-0.5, dtype=dt),
+            "in_proj.bias": xp.zeros((d,), dtype=dt),
             # a zero head: the untrained model predicts "no change" (repeat the last value)
-            "head.weight": xp.zeros((c.output_dim, c.hidden_dim), dtype=dt),
-            "head.bias": xp.zeros((c.output_dim,), dtype=dt),
+            "head.weight": xp.zeros((k * dout, d), dtype=dt),
+            "head.bias": xp.zeros((k * dout,), dtype=dt),
         }
+        if c.forecast_horizon:
+            h, lb = c.forecast_horizon, c.forecast_lookback
+            params["forecast.weight"] = xp.zeros((h * dout, d), dtype=dt)
+            params["forecast.bias"] = xp.zeros((h * dout,), dtype=dt)
+            last = [[1.0 if j == lb - 1 else 0.0 for j in range(lb)] for _ in range(h)]
+            params["forecast.highway.weight"] = xp.asarray(last, dtype=dt)  # repeat-last start
+            params["forecast.highway.bias"] = xp.zeros((h,), dtype=dt)
         params.update({f"backbone.{k}": v for k, v in backbone.items()})
         return params
 
     @property
     def backbone(self) -> Backbone:
         """The architecture bound to the current backbone weights."""
-        n = len("backbone.")
-        weights = {k[n:]: v for k, v in self.params.items() if k.startswith("backbone.")}
-        return Backbone(self.arch, self.backbone_config, weights)
+        return Backbone(self.arch, self.backbone_config, heads.backbone_params(self.params))
 
     @property
     def residual(self) -> bool:
-        """True when the head predicts an increment over the current sample."""
+        """True when the heads predict increments over the current sample."""
         return self.config.input_dim == self.config.output_dim
+
+    @property
+    def gaussian(self) -> bool:
+        return self.config.head == "gaussian"
 
     @property
     def num_params(self) -> int:
         return sum(math.prod(v.shape) for v in self.params.values())
+
+    def zero_state(self, batch: int) -> dict[str, Any]:
+        """The zero state of ``batch`` streams, on this predictor's backend."""
+        return architecture(self.arch).init_state(
+            self.backbone_config, batch, xp=self.xp, dtype=self.dtype
+        )
 
     # ------------------------------------------------------------------ state
     @property
@@ -113,16 +123,20 @@ class Kizzasi:
                 f"state must be a non-empty dict of arrays, got {type(value).__name__}"
             )
         batch = int(next(iter(value.values())).shape[0])
-        expected = self.backbone.init_state(batch)
+        expected = self.zero_state(batch)
+        extra = sorted(set(value) - set(expected))
+        if extra:
+            raise InputError(f"state has unexpected entry {extra[0]!r}")
         checked = {}
         for key, ref in expected.items():
             if key not in value:
                 raise InputError(f"state is missing {key!r} (expected shape {tuple(ref.shape)})")
-            arr = self._as_backend(value[key], f"state[{key!r}]", ref.shape)
-            checked[key] = arr
-        extra = sorted(set(value) - set(expected))
-        if extra:
-            raise InputError(f"state has unexpected entry {extra[0]!r}")
+            arr = self._numeric(value[key], f"state[{key!r}]")
+            if tuple(arr.shape) != tuple(ref.shape):
+                raise InputError(
+                    f"state[{key!r}] must have shape {tuple(ref.shape)}, got {tuple(arr.shape)}"
+                )
+            checked[key] = self._to_backend(arr)
         self._state = checked
 
     def reset(self) -> None:
@@ -134,13 +148,7 @@ class Kizzasi:
         return self.backbone.state_numel() * (8 if self.config.dtype == "float64" else 4)
 
     # ------------------------------------------------------------------ validation
-    def _as_backend(self, x: Any, what: str, shape: tuple) -> Any:
-        arr = self._check_numeric(x, what)
-        if tuple(arr.shape) != tuple(shape):
-            raise InputError(f"{what} must have shape {tuple(shape)}, got {tuple(arr.shape)}")
-        return self.xp.asarray(arr.astype(self.config.dtype, copy=False), dtype=self.dtype)
-
-    def _check_numeric(self, x: Any, what: str) -> np.ndarray:
+    def _numeric(self, x: Any, what: str) -> np.ndarray:
         try:
             arr = np.asarray(to_numpy(x) if hasattr(x, "shape") else x)
         except (TypeError, ValueError) as exc:
@@ -148,29 +156,27 @@ class Kizzasi:
         if arr.dtype == np.bool_ or arr.dtype.kind not in "iuf":
             raise InputError(f"{what} must hold real numbers, got dtype {arr.dtype}")
         if arr.size and not np.all(np.isfinite(arr)):
-            bad = np.argwhere(~np.isfinite(arr))[0]
-            raise InputError(
-                f"{what} must be finite; found {arr[tuple(bad)]} at index {tuple(bad)}"
-            )
+            bad = tuple(np.argwhere(~np.isfinite(arr))[0])
+            raise InputError(f"{what} must be finite; found {arr[bad]} at index {bad}")
         return arr
+
+    def _to_backend(self, arr: np.ndarray) -> Any:
+        return self.xp.asarray(arr.astype(self.config.dtype, copy=False), dtype=self.dtype)
 
     def _input(self, x: Any, what: str, ndim_one: int) -> tuple[Any, bool]:
         """Validate ``x`` of shape (..., input_dim); add the batch axis when absent."""
-        arr = self._check_numeric(x, what)
+        arr = self._numeric(x, what)
         d = self.config.input_dim
         if arr.ndim not in (ndim_one, ndim_one + 1) or arr.shape[-1] != d:
-            shapes = f"({d},) or (batch, {d})" if ndim_one == 1 else f"(T, {d}) or (batch, T, {d})"
-            raise InputError(f"{what} must have shape {shapes}, got {arr.shape}")
+            one = f"({d},)" if ndim_one == 1 else f"(T, {d})"
+            many = f"(batch, {d})" if ndim_one == 1 else f"(batch, T, {d})"
+            raise InputError(f"{what} must have shape {one} or {many}, got {arr.shape}")
         unbatched = arr.ndim == ndim_one
-        if unbatched:
-            arr = arr[None]
-        return self.xp.asarray(
-            arr.astype(self.config.dtype, copy=False), dtype=self.dtype
-        ), unbatched
+        return self._to_backend(arr[None] if unbatched else arr), unbatched
 
     def _current_state(self, batch: int) -> dict[str, Any]:
         if self._state is None:
-            return self.backbone.init_state(batch)
+            return self.zero_state(batch)
         have = int(next(iter(self._state.values())).shape[0])
         if have != batch:
             raise InputError(
@@ -180,84 +186,167 @@ class Kizzasi:
         return self._state
 
     # ------------------------------------------------------------------ the math
-    def _encode(self, x: Any) -> Any:
-        z = (x - self.params["normalizer.mean"]) / self.params["normalizer.std"]
-        return linear(z, self.params["in_proj.weight"], self.params["in_proj.bias"])
+    def _step(self, x: Any, state: dict) -> tuple[Any, Any, dict]:
+        """(B, Din) user units -> mean (B, Dout) user units, scale or None, state."""
+        p = self.params
+        mean, scale, state = heads.next_step(
+            self.arch, self.backbone_config, p, heads.standardize(p, x), state,
+            residual=self.residual, gaussian=self.gaussian,
+        )  # fmt: skip
+        return self._user(mean, scale) + (state,)
 
-    def _decode(self, h: Any, x: Any) -> Any:
-        out = linear(h, self.params["head.weight"], self.params["head.bias"])
-        if self.residual:
-            z = (x - self.params["normalizer.mean"]) / self.params["normalizer.std"]
-            out = out + z
-        return out * self.params["normalizer.std"] + self.params["normalizer.mean"]
+    def _sequence(self, xs: Any, state: dict) -> tuple[Any, Any, dict]:
+        """(B, T, Din) user units -> mean (B, T, Dout), scale or None, final state."""
+        p = self.params
+        mean, scale, state = heads.next_sequence(
+            self.arch, self.backbone_config, p, heads.standardize(p, xs), state,
+            residual=self.residual, gaussian=self.gaussian,
+        )  # fmt: skip
+        return self._user(mean, scale) + (state,)
 
-    def _step(self, x: Any, state: dict) -> tuple[Any, dict]:
-        h, state = self.backbone.step(self._encode(x), state)  # (B, hidden)
-        return self._decode(h, x), state  # (B, output_dim)
+    def _user(self, mean: Any, scale: Any) -> tuple[Any, Any]:
+        p = self.params
+        if not self.residual:  # outputs other than the inputs carry no input statistics
+            return mean, scale
+        mean = heads.unstandardize(p, mean)
+        return mean, None if scale is None else heads.unstandardize(p, scale, scale=True)
 
-    def _out(self, y: Any, unbatched: bool) -> np.ndarray:
-        y = to_numpy(y)
-        return y[0] if unbatched else y
-
-    # ------------------------------------------------------------------ public API
+    # ------------------------------------------------------------------ streaming
     def step(self, x: Any) -> np.ndarray:
         """Observe one sample, return the prediction of the next.
 
         ``x``: ``(input_dim,)`` for one stream or ``(batch, input_dim)`` for several; returns
-        ``(output_dim,)`` or ``(batch, output_dim)`` as a NumPy array, in the user's units.
+        ``(output_dim,)`` or ``(batch, output_dim)`` (the mean, in the user's units).
         """
         xb, unbatched = self._input(x, "x", 1)
-        y, state = self._step(xb, self._current_state(xb.shape[0]))
+        mean, _, state = self._step(xb, self._current_state(xb.shape[0]))
         self._state = state
-        return self._out(y, unbatched)
+        y = to_numpy(mean)
+        return y[0] if unbatched else y
 
     def forward(self, xs: Any) -> np.ndarray:
         """Observe a sequence, return the next-step prediction after each sample.
 
         ``xs``: ``(T, input_dim)`` or ``(batch, T, input_dim)``; returns ``(T, output_dim)`` or
-        ``(batch, T, output_dim)``. Equivalent to ``step`` over the samples, computed with the
+        ``(batch, T, output_dim)``. Equals ``step`` over the samples, computed with the
         architecture's sequence path.
         """
         xb, unbatched = self._input(xs, "xs", 2)
-        state = self._current_state(xb.shape[0])
-        h, state = self.backbone.forward(self._encode(xb), state)  # (B, T, hidden)
-        y = self._decode(h, xb)  # (B, T, output_dim)
+        mean, _, state = self._sequence(xb, self._current_state(xb.shape[0]))
         self._state = state
-        return self._out(y, unbatched)
+        y = to_numpy(mean)
+        return y[0] if unbatched else y
 
-    def predict_n(self, x0: Any, n: int) -> np.ndarray:
+    def predict_n(
+        self, x0: Any, n: int, *, samples: int | None = None, temperature: float = 1.0,
+        seed: int | None = None,
+    ) -> np.ndarray:  # fmt: skip
         """Observe ``x0`` and roll the model forward ``n`` steps, feeding back its predictions.
 
         ``x0``: one sample ``(input_dim,)`` or a history ``(T, input_dim)`` (observed in order).
-        Returns the ``(n, output_dim)`` trajectory after ``x0``. The predictor's state advances by
-        the observed ``x0`` only; the roll-out runs on a copy. Needs ``output_dim == input_dim``.
+        Returns the ``(n, output_dim)`` mean roll-out, or with ``samples=K`` (Gaussian head) ``K``
+        sampled trajectories ``(K, n, output_dim)`` drawn with the predicted standard deviation
+        times ``temperature``. The predictor's state advances by the observed ``x0`` only.
         """
         if not self.residual:
             raise ConfigError(
-                f"predict_n feeds predictions back as inputs, so output_dim must equal input_dim; "
+                "predict_n feeds predictions back as inputs, so output_dim must equal input_dim; "
                 f"got input_dim={self.config.input_dim}, output_dim={self.config.output_dim}"
             )
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise InputError(f"n must be a non-negative integer, got {n!r}")
-        arr = self._check_numeric(x0, "x0")
-        history = arr[None] if arr.ndim == 1 else arr
-        xb, _ = self._input(history, "x0", 2)  # (1, T, D)
-        state = self._current_state(1)
-        h, state = self.backbone.forward(self._encode(xb), state)
-        y = self._decode(h[:, -1, :], xb[:, -1, :])  # (1, D)
-        observed, outs = state, []
+        if samples is not None and (not isinstance(samples, int) or samples < 1):
+            raise InputError(f"samples must be a positive integer, got {samples!r}")
+        if samples is not None and not self.gaussian:
+            raise ConfigError("sampling trajectories needs head='gaussian' in the config")
+        if not (isinstance(temperature, int | float) and temperature >= 0):
+            raise InputError(f"temperature must be >= 0, got {temperature!r}")
+        arr = self._numeric(x0, "x0")
+        xb, _ = self._input(arr[None] if arr.ndim == 1 else arr, "x0", 2)  # (1, T, D)
+        mean, scale, observed = self._sequence(xb, self._current_state(1))
+        k = samples or 1
+        y, state = mean[:, -1, :], observed  # (1, D)
+        scale = None if scale is None else scale[:, -1, :]
+        if k > 1:
+            xp = self.xp
+            y = xp.concat([y] * k, axis=0)  # (K, D)
+            scale = xp.concat([scale] * k, axis=0)
+            state = {key: xp.concat([v] * k, axis=0) for key, v in state.items()}
+        rng = np.random.default_rng(seed)
+        outs = []
         for i in range(n):
-            outs.append(y)
+            if samples is not None:
+                noise = rng.standard_normal(tuple(y.shape)).astype(self.config.dtype)
+                y = y + self.xp.asarray(noise) * scale * temperature
+            outs.append(to_numpy(y))
             if i + 1 < n:
-                y, state = self._step(y, state)
+                y, scale, state = self._step(y, state)
         self._state = observed
-        if not outs:
-            return np.zeros((0, self.config.output_dim), dtype=self.config.dtype)
-        return to_numpy(namespace(outs[0]).concat(outs, axis=0))
+        traj = np.stack(outs, axis=1) if outs else np.zeros((k, 0, self.config.output_dim))
+        return traj if samples is not None else traj[0]
+
+    def forecast(self, history: Any, horizon: int | None = None) -> np.ndarray:
+        """Direct multi-horizon forecast: ``history`` ``(T, D)`` or ``(B, T, D)`` -> ``(h, D)``.
+
+        Uses the last ``forecast_lookback`` samples of ``history`` and the head trained with
+        ``fit(..., objective="forecast")``; ``horizon`` <= ``config.forecast_horizon``. The
+        stream state is not touched.
+        """
+        c = self.config
+        if not c.forecast_horizon or not self.residual:
+            raise ConfigError(
+                "forecast needs forecast_horizon > 0 and input_dim == output_dim in the config"
+            )
+        h = c.forecast_horizon if horizon is None else horizon
+        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= c.forecast_horizon:
+            raise InputError(f"horizon must be in [1, {c.forecast_horizon}], got {horizon!r}")
+        xb, unbatched = self._input(history, "history", 2)
+        lb = c.forecast_lookback
+        if xb.shape[1] < lb:
+            raise InputError(f"history needs at least {lb} samples, got {xb.shape[1]}")
+        z = heads.standardize(self.params, xb[:, xb.shape[1] - lb :, :])
+        pred = heads.forecast_direct(
+            self.arch, self.backbone_config, self.params, z, self.zero_state(xb.shape[0]),
+            revin=c.revin,
+        )  # fmt: skip
+        y = to_numpy(heads.unstandardize(self.params, pred[:, :h, :]))
+        return y[0] if unbatched else y
+
+    # ------------------------------------------------------------------ learning
+    def fit(self, series: Any, **options: Any) -> dict[str, list]:
+        """Learn from ``series``; see :func:`kizzasi_lite.train.fit.fit` for the options."""
+        from kizzasi_lite.train.fit import fit
+
+        return fit(self, series, **options)
+
+    def update(self, x: Any, **options: Any) -> np.ndarray:
+        """Observe ``x`` like :meth:`step` and adapt online; see :mod:`kizzasi_lite.train.online`."""
+        from kizzasi_lite.train.online import update
+
+        return update(self, x, **options)
+
+    # ------------------------------------------------------------------ anomaly scores
+    def score(self, series: Any) -> dict[str, np.ndarray]:
+        """Per-step anomaly scores of ``series`` (T, D); see :mod:`kizzasi_lite.inference.anomaly`."""
+        from kizzasi_lite.inference.anomaly import score
+
+        return score(self, series)
+
+    def score_one(self, x: Any) -> float:
+        """Score the new sample ``x`` against the last prediction, then step on it."""
+        from kizzasi_lite.inference.anomaly import score_one
+
+        return score_one(self, x)
+
+    def detect(self, series: Any, threshold: float | None = None) -> np.ndarray:
+        """Indices of the steps of ``series`` whose score exceeds the threshold."""
+        from kizzasi_lite.inference.anomaly import detect
+
+        return detect(self, series, threshold)
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, path: str | Path, *, include_state: bool = False) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` into folder ``path`` (created)."""
+        """Write ``model.safetensors``, ``config.json`` and ``training.json`` into ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {k: to_numpy(v) for k, v in self.params.items()}
@@ -268,6 +357,7 @@ class Kizzasi:
             {"kizzasi_lite": self.config.to_dict(), "backbone": self.backbone_config.to_dict()},
             path / CONFIG_NAME,
         )
+        write_json_atomic(self.info, path / TRAINING_NAME)
         return path
 
     @classmethod
@@ -276,28 +366,21 @@ class Kizzasi:
         path = Path(path)
         meta = read_json(path / CONFIG_NAME)
         if "kizzasi_lite" not in meta:
-            raise WeightsError(
-                f"{path / CONFIG_NAME} is not a kizzasi_lite config (no 'kizzasi_lite')"
-            )
+            raise WeightsError(f"{path / CONFIG_NAME} is not a kizzasi_lite config")
         fields = dict(meta["kizzasi_lite"])
         if backend is not None:
             fields["backend"] = backend
-        config = KizzasiConfig.from_dict(fields)
-        model = cls(config)
+        model = cls(KizzasiConfig.from_dict(fields))
         tensors, _ = load_file(path / WEIGHTS_NAME)
-        state = {
-            k[len(STATE_PREFIX) :]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)
-        }
+        n = len(STATE_PREFIX)
+        state = {k[n:]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
         weights = {k: v for k, v in tensors.items() if not k.startswith(STATE_PREFIX)}
-        check_params(
-            {k: v.shape for k, v in model.params.items()}, weights, str(path / WEIGHTS_NAME)
-        )
-        model.params = {
-            k: model.xp.asarray(v.astype(config.dtype, copy=False), dtype=model.dtype)
-            for k, v in weights.items()
-        }
+        check_params({k: v.shape for k, v in model.params.items()}, weights, str(path))
+        model.params = {k: model._to_backend(v) for k, v in weights.items()}
         if state:
             model.state = state
+        if (path / TRAINING_NAME).is_file():
+            model.info = read_json(path / TRAINING_NAME)
         return model
 
     def __repr__(self) -> str:

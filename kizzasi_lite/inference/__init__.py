@@ -1,0 +1,1 @@
+"""Inference helpers: anomaly scores (and, later, sampling and multi-stream pools)."""

@@ -1,0 +1,368 @@
+"""The fit loop: split in time order, standardize on the training part, window, train, stop early.
+
+Two objectives:
+
+- ``"next_step"`` (default): predict every next sample. Each training series is cut into streams of
+  ``windows_per_stream`` consecutive windows of ``window`` steps; a batch of streams is trained
+  window after window with the recurrent state carried across windows and cut from the gradient
+  (truncated back-propagation through time), from a random offset each epoch.
+- ``"forecast"``: the direct multi-horizon head. Every look-back window of
+  ``config.forecast_lookback`` samples (stride ``stride``) is a sample whose target is the next
+  ``config.forecast_horizon`` samples; the backbone starts from the zero state on each window,
+  exactly as :meth:`~kizzasi_lite.Kizzasi.forecast` runs at inference.
+
+Validation is the last ``val_fraction`` of each series (time order, never shuffled); the best
+parameters on validation loss are kept; training stops after ``patience`` epochs without
+improvement or when ``time_budget`` seconds have passed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kizzasi_lite import heads
+from kizzasi_lite.autodiff import Tensor, value_and_grad
+from kizzasi_lite.errors import ConfigError, InputError
+from kizzasi_lite.train.losses import LOSSES, gaussian_nll
+from kizzasi_lite.train.optim import AdamW, clip_by_global_norm, cosine_schedule
+from kizzasi_lite.train.progress import Progress
+
+
+def as_series(model: Any, series: Any, columns: list[str] | None = None) -> list[np.ndarray]:
+    """One or many series -> a list of float64 arrays (T, input_dim); CSV paths are read."""
+    if isinstance(series, str | Path):
+        from kizzasi_lite.io.csv import read_csv
+
+        series = read_csv(series, columns)[0]
+    items = [series] if isinstance(series, np.ndarray) or _is_matrix(series) else list(series)
+    out = []
+    d = model.config.input_dim
+    for i, s in enumerate(items):
+        arr = model._numeric(s, f"series[{i}]").astype(np.float64)
+        if arr.ndim == 1 and d == 1:
+            arr = arr[:, None]
+        if arr.ndim != 2 or arr.shape[1] != d:
+            raise InputError(f"series[{i}] must have shape (T, {d}), got {arr.shape}")
+        out.append(arr)
+    if not out:
+        raise InputError("fit needs at least one series")
+    return out
+
+
+def _is_matrix(obj: Any) -> bool:
+    return hasattr(obj, "shape") and len(obj.shape) == 2
+
+
+def detach(tree: dict[str, Any]) -> dict[str, Any]:
+    """Plain arrays from a dict that may hold autodiff tensors (cuts the gradient)."""
+    return {k: v.value if isinstance(v, Tensor) else v for k, v in tree.items()}
+
+
+def fit(
+    model: Any,
+    series: Any,
+    *,
+    objective: str = "next_step",
+    epochs: int = 20,
+    batch_size: int = 32,
+    window: int | None = None,
+    windows_per_stream: int = 4,
+    stride: int = 1,
+    lr: float = 3e-3,
+    weight_decay: float = 0.0,
+    clip: float = 1.0,
+    loss: str = "mse",
+    val_fraction: float = 0.2,
+    val_series: Any = None,
+    patience: int = 5,
+    time_budget: float | None = None,
+    max_steps_per_epoch: int | None = None,
+    columns: list[str] | None = None,
+    seed: int | None = None,
+    verbose: bool = True,
+) -> dict[str, list]:
+    """Train ``model`` on ``series`` and return the history (one entry per epoch).
+
+    ``series``: an array (T, input_dim), a list of them, or a CSV path (``columns`` picks
+    channels). ``val_series`` gives validation data explicitly instead of ``val_fraction``.
+    ``loss``: ``"mse"``, ``"mae"`` or ``"huber"`` (the Gaussian head always uses its negative
+    log-likelihood). The normalisation statistics come from the training part only, unless the
+    model was already trained (resuming keeps them).
+    """
+    _check_options(model, objective, loss, epochs, batch_size, val_fraction)
+    data = as_series(model, series, columns)
+    if val_series is not None:
+        train, val = data, as_series(model, val_series, columns)
+    else:
+        train, val = _split(data, val_fraction)
+    if not model.info.get("trained"):
+        _set_normalizer(model, train)
+    rng = np.random.default_rng(model.config.seed if seed is None else seed)
+    task = _Task(model, objective, loss, window or min(model.config.context_window, 128))
+    keys = task.trainable_keys()
+    opt = AdamW(lr=lr, weight_decay=weight_decay)
+    history: dict[str, list] = {k: [] for k in ("epoch", "train_loss", "val_loss", "lr", "seconds")}
+    best, best_params, bad_epochs, start, step = math.inf, dict(model.params), 0, time.time(), 0
+    total_steps = epochs * task.steps_per_epoch(train, batch_size, windows_per_stream, stride)
+    if max_steps_per_epoch:
+        total_steps = min(total_steps, epochs * max_steps_per_epoch)
+    warmup = max(1, total_steps // 20)
+    for epoch in range(1, epochs + 1):
+        bar = Progress(total_steps // epochs, f"epoch {epoch}/{epochs}", enabled=verbose)
+        t0, losses = time.time(), []
+        for batch in task.batches(train, batch_size, windows_per_stream, stride, rng):
+            lr_now = cosine_schedule(step, total_steps, lr, warmup)
+            value, grads = task.gradient(keys, batch)
+            grads, _ = clip_by_global_norm(grads, clip)
+            updated = opt.update({k: model.params[k] for k in keys}, grads, lr_now)
+            model.params = {**model.params, **updated}
+            losses.append(value)
+            step += 1
+            bar.advance(loss=value, lr=lr_now)
+            out_of_time = time_budget is not None and time.time() - start > time_budget
+            if out_of_time or (max_steps_per_epoch and len(losses) >= max_steps_per_epoch):
+                break
+        val_loss = task.evaluate(val) if val else float(np.mean(losses))
+        for k, v in zip(
+            history,
+            (epoch, float(np.mean(losses)), val_loss, lr_now, time.time() - t0),
+            strict=True,
+        ):
+            history[k].append(v)
+        bar.close(train=float(np.mean(losses)), val=val_loss)
+        if val_loss < best - 1e-9:
+            best, best_params, bad_epochs = val_loss, dict(model.params), 0
+        else:
+            bad_epochs += 1
+        if bad_epochs >= patience or (
+            time_budget is not None and time.time() - start > time_budget
+        ):
+            break
+    model.params = best_params
+    model.reset()
+    _record(model, history, objective, val, task)
+    return history
+
+
+def _check_options(model, objective, loss, epochs, batch_size, val_fraction) -> None:
+    if objective not in ("next_step", "forecast"):
+        raise ConfigError(f"objective must be 'next_step' or 'forecast', got {objective!r}")
+    if objective == "forecast" and not model.config.forecast_horizon:
+        raise ConfigError("objective='forecast' needs forecast_horizon > 0 in the config")
+    if not model.residual:
+        raise ConfigError(
+            "fit learns to predict the series itself: output_dim must equal input_dim"
+        )
+    if loss not in LOSSES:
+        raise ConfigError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+
+
+def _split(data: list[np.ndarray], frac: float) -> tuple[list, list]:
+    train, val = [], []
+    for s in data:
+        n_val = int(round(len(s) * frac))
+        train.append(s[: len(s) - n_val])
+        if n_val:
+            val.append(s[len(s) - n_val :])
+    return train, val
+
+
+def _set_normalizer(model: Any, train: list[np.ndarray]) -> None:
+    allx = np.concatenate(train, axis=0)
+    mean, std = allx.mean(axis=0), allx.std(axis=0)
+    std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
+    model.params = {
+        **model.params,
+        "normalizer.mean": model._to_backend(mean),
+        "normalizer.std": model._to_backend(std),
+    }
+
+
+def _record(model: Any, history: dict, objective: str, val: list, task: _Task) -> None:
+    info = dict(model.info)
+    runs = info.get("history", [])
+    runs.append({"objective": objective, **history})
+    info.update(trained=True, history=runs)
+    if val and objective == "next_step":
+        from kizzasi_lite.inference.anomaly import calibrate
+
+        info.update(calibrate(model, val))
+    if val and objective == "forecast":
+        info["forecast_val_mse"] = task.evaluate(val)
+    model.info = info
+
+
+class _Task:
+    """The batches, loss and validation of one objective."""
+
+    def __init__(self, model: Any, objective: str, loss: str, window: int) -> None:
+        self.model, self.objective, self.loss, self.window = model, objective, loss, window
+        self.state: dict[str, Any] | None = None
+
+    def trainable_keys(self) -> list[str]:
+        skip = ("normalizer.", "head." if self.objective == "forecast" else "forecast.")
+        return [k for k in self.model.params if not k.startswith(skip)]
+
+    def _z(self, x: np.ndarray) -> np.ndarray:
+        p = self.model.params
+        mean, std = (
+            np.asarray(_np(p[k]), dtype=np.float64) for k in ("normalizer.mean", "normalizer.std")
+        )
+        return (x - mean) / std
+
+    # ------------------------------------------------------------------ batches
+    def steps_per_epoch(self, train, batch_size, windows_per_stream, stride) -> int:
+        if self.objective == "forecast":
+            c = self.model.config
+            n = sum(
+                max(0, (len(s) - c.forecast_lookback - c.forecast_horizon) // stride + 1)
+                for s in train
+            )
+            return max(1, -(-n // batch_size))
+        per = self.window * windows_per_stream
+        streams = sum(max(1, (len(s) - 1) // per) for s in train)
+        return max(1, -(-streams // batch_size)) * windows_per_stream
+
+    def batches(self, train, batch_size, windows_per_stream, stride, rng):
+        if self.objective == "forecast":
+            yield from self._forecast_batches(train, batch_size, stride, rng)
+        else:
+            yield from self._stream_batches(train, batch_size, windows_per_stream, rng)
+
+    def _stream_batches(self, train, batch_size, k, rng):
+        L = self.window
+        streams = []
+        for s in train:
+            z = self._z(s)
+            off = int(rng.integers(0, max(1, min(L, len(z) - L - 1))))
+            n_win = (len(z) - off - 1) // L
+            if n_win < 1:
+                raise InputError(
+                    f"a training series of {len(s)} samples is shorter than window {L} + 1"
+                )
+            per = min(k, n_win)
+            for j in range(n_win // per):
+                a = off + j * per * L
+                streams.append(z[a : a + per * L + 1])
+        by_len: dict[int, list] = {}
+        for st in streams:
+            by_len.setdefault(len(st), []).append(st)
+        groups = []
+        for same in by_len.values():
+            arr = np.stack(same)  # (N, per*L+1, D)
+            order = rng.permutation(len(arr))
+            groups += [arr[order[i : i + batch_size]] for i in range(0, len(arr), batch_size)]
+        for g in (groups[i] for i in rng.permutation(len(groups))):
+            self.state = None
+            for w in range((g.shape[1] - 1) // L):
+                yield g[:, w * L : (w + 1) * L + 1]
+
+    def _forecast_batches(self, train, batch_size, stride, rng):
+        c = self.model.config
+        lb, h = c.forecast_lookback, c.forecast_horizon
+        index = [(i, t) for i, s in enumerate(train) for t in range(0, len(s) - lb - h + 1, stride)]
+        if not index:
+            raise InputError(f"no training series is longer than lookback {lb} + horizon {h}")
+        zs = [self._z(s) for s in train]
+        order = rng.permutation(len(index))
+        for a in range(0, len(order), batch_size):
+            yield np.stack(
+                [
+                    zs[index[j][0]][index[j][1] : index[j][1] + lb + h]
+                    for j in order[a : a + batch_size]
+                ]
+            )
+
+    # ------------------------------------------------------------------ gradient
+    def gradient(self, keys: list[str], batch: np.ndarray) -> tuple[float, dict]:
+        m = self.model
+        const = {k: v for k, v in m.params.items() if k not in keys}
+        xb = m._to_backend(batch)
+        if self.objective == "forecast":
+            lb = m.config.forecast_lookback
+            state = m.zero_state(batch.shape[0])
+
+            def fn(p):
+                pred = heads.forecast_direct(
+                    m.arch, m.backbone_config, {**const, **p}, xb[:, :lb, :], state,
+                    revin=m.config.revin,
+                )  # fmt: skip
+                return LOSSES[self.loss](pred, xb[:, lb:, :])
+
+            value, grads = value_and_grad(fn, {k: m.params[k] for k in keys})
+            return float(_np(value)), grads
+        state = self.state if self.state is not None else m.zero_state(batch.shape[0])
+
+        def fn(p):
+            mean, scale, new = heads.next_sequence(
+                m.arch, m.backbone_config, {**const, **p}, xb[:, :-1, :], state,
+                residual=True, gaussian=m.gaussian,
+            )  # fmt: skip
+            target = xb[:, 1:, :]
+            out = (
+                gaussian_nll(mean, scale, target) if m.gaussian else LOSSES[self.loss](mean, target)
+            )
+            return out, new
+
+        (value, new_state), grads = value_and_grad(fn, {k: m.params[k] for k in keys}, has_aux=True)
+        self.state = detach(new_state)
+        return float(_np(value)), grads
+
+    # ------------------------------------------------------------------ validation
+    def evaluate(self, val: list[np.ndarray], batch: int = 256) -> float:
+        """Validation loss in z units: next-step MSE (NLL for the Gaussian head) or forecast MSE."""
+        m = self.model
+        if self.objective == "forecast":
+            return forecast_mse(m, val, batch=batch)
+        total, count = 0.0, 0
+        for s in val:
+            xb = m._to_backend(self._z(s)[None])
+            mean, scale, _ = heads.next_sequence(
+                m.arch, m.backbone_config, m.params, xb[:, :-1, :], m.zero_state(1),
+                residual=True, gaussian=m.gaussian,
+            )  # fmt: skip
+            if m.gaussian:
+                v = float(_np(gaussian_nll(mean, scale, xb[:, 1:, :])))
+            else:
+                v = float(_np(LOSSES["mse"](mean, xb[:, 1:, :])))
+            total, count = total + v * (len(s) - 1), count + len(s) - 1
+        return total / max(count, 1)
+
+
+def forecast_mse(
+    model: Any, series: list[np.ndarray], *, batch: int = 256, stride: int = 1
+) -> float:
+    """Mean squared error (z units) of :meth:`forecast` over every window of ``series``."""
+    c = model.config
+    lb, h = c.forecast_lookback, c.forecast_horizon
+    total, count = 0.0, 0
+    for s in series:
+        z = (s - _np(model.params["normalizer.mean"])) / _np(model.params["normalizer.std"])
+        starts = list(range(0, len(z) - lb - h + 1, stride))
+        for a in range(0, len(starts), batch):
+            win = np.stack([z[t : t + lb + h] for t in starts[a : a + batch]])  # (b, lb+h, D)
+            xb = model._to_backend(win)
+            pred = heads.forecast_direct(
+                model.arch, model.backbone_config, model.params, xb[:, :lb, :],
+                model.zero_state(win.shape[0]), revin=c.revin,
+            )  # fmt: skip
+            err = _np(pred) - win[:, lb:, :]
+            total += float(np.sum(err * err))
+            count += err.size
+    return total / max(count, 1)
+
+
+def _np(x: Any) -> np.ndarray:
+    from kizzasi_lite.backends import to_numpy
+
+    return np.asarray(to_numpy(x))
