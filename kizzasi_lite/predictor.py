@@ -81,7 +81,8 @@ class Kizzasi:
             params["forecast.highway.weight"] = xp.asarray(last, dtype=dt)  # repeat-last start
             params["forecast.highway.bias"] = xp.zeros((h,), dtype=dt)
         params.update({f"backbone.{k}": v for k, v in backbone.items()})
-        return params
+        # one memory layout for fresh and loaded weights, so both compute bit for bit alike
+        return {k: self._to_backend(to_numpy(v)) for k, v in params.items()}
 
     @property
     def backbone(self) -> Backbone:
@@ -161,7 +162,8 @@ class Kizzasi:
         return arr
 
     def _to_backend(self, arr: np.ndarray) -> Any:
-        return self.xp.asarray(arr.astype(self.config.dtype, copy=False), dtype=self.dtype)
+        arr = np.ascontiguousarray(arr, dtype=self.config.dtype)
+        return self.xp.asarray(arr, dtype=self.dtype)
 
     def _input(self, x: Any, what: str, ndim_one: int) -> tuple[Any, bool]:
         """Validate ``x`` of shape (..., input_dim); add the batch axis when absent."""
