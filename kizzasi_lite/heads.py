@@ -88,7 +88,7 @@ def forecast_direct(
     (B, H, C): a linear map of the (instance-normalized) window per channel plus a correction from
     the backbone's last hidden state.
     """
-    xp = namespace(z_window)
+    xp = namespace(z_window, params["forecast.highway.weight"])
     b, length, c = z_window.shape
     if revin:
         mu = xp.mean(z_window, axis=1, keepdims=True)  # (B, 1, C)

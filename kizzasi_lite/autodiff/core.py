@@ -20,7 +20,7 @@ class Tensor:
     """A backend array that records how it was computed, for reverse-mode gradients."""
 
     __slots__ = ("value", "ns", "parents", "vjps")
-    __array_priority__ = 1000  # numpy defers binary operators to us
+    __array_ufunc__ = None  # numpy operators defer to ours; numpy functions refuse tensors
     __kizzasi_tensor__ = True  # lets backends.namespace() find us among plain arrays
 
     def __init__(self, value: Any, ns: AutodiffNamespace, parents=(), vjps=()) -> None:
@@ -49,6 +49,12 @@ class Tensor:
 
     def __repr__(self) -> str:
         return f"Tensor({self.value!r})"
+
+    def __array__(self, *args, **kwargs):
+        raise KizzasiError(
+            "an autodiff Tensor reached a plain NumPy function; get the namespace from the "
+            "tensor (xp = namespace(tensor, ...)) so that its gradient is recorded"
+        )
 
     def __float__(self) -> float:
         return float(self.value)
