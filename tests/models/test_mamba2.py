@@ -60,7 +60,7 @@ def _step_loop(cfg, params, x, state):
     for t in range(x.shape[1]):
         y, state = arch.step(cfg, params, x[:, t, :], state)
         ys.append(y)
-    return namespace(x).stack(ys, axis=1), state
+    return namespace(*ys).stack(ys, axis=1), state
 
 
 @pytest.mark.parametrize("cfg", [SMALL, VARIANT], ids=["hf", "mamba_ssm_variant"])

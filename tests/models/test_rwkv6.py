@@ -40,7 +40,7 @@ def step_loop(cfg, params, x, state):
     for t in range(x.shape[1]):
         y, state = rwkv6.step(cfg, params, x[:, t, :], state)
         ys.append(y)
-    return namespace(x).stack(ys, axis=1), state
+    return namespace(*ys).stack(ys, axis=1), state
 
 
 def assert_states_close(a, b, **kw):

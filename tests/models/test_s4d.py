@@ -30,7 +30,7 @@ def _step_loop(cfg, params, x, state):
     for t in range(x.shape[1]):
         y, state = s4d.step(cfg, params, x[:, t, :], state)
         ys.append(y)
-    return namespace(x).stack(ys, axis=1), state
+    return namespace(*ys).stack(ys, axis=1), state
 
 
 def _assert_states_close(a, b, **kw):
