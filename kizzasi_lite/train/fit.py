@@ -102,6 +102,8 @@ def fit(
         train, val = _split(data, val_fraction)
     if not model.info.get("trained"):
         _set_normalizer(model, train)
+        if objective == "forecast":
+            _init_highway(model, train, stride)
     rng = np.random.default_rng(model.config.seed if seed is None else seed)
     task = _Task(model, objective, loss, window or min(model.config.context_window, 128))
     keys = task.trainable_keys()
@@ -185,6 +187,38 @@ def _set_normalizer(model: Any, train: list[np.ndarray]) -> None:
         **model.params,
         "normalizer.mean": model._to_backend(mean),
         "normalizer.std": model._to_backend(std),
+    }
+
+
+def _init_highway(model: Any, train: list[np.ndarray], stride: int) -> None:
+    """Start the forecast head's linear highway at its least-squares optimum on the training
+    windows (instance-normalized when ``revin``), so gradient steps only have to learn what a
+    linear map of the window cannot: the backbone's correction."""
+    c = model.config
+    lb, h = c.forecast_lookback, c.forecast_horizon
+    mean, std = (_np(model.params[f"normalizer.{k}"]) for k in ("mean", "std"))
+    gram, cross = np.zeros((lb + 1, lb + 1)), np.zeros((lb + 1, h))
+    for s in train:
+        z = (s - mean) / std
+        starts = np.arange(0, len(z) - lb - h + 1, stride)
+        for a in range(0, len(starts), 4096):
+            idx = starts[a : a + 4096, None] + np.arange(lb + h)[None, :]
+            w = np.moveaxis(z[idx], 2, 1).reshape(-1, lb + h)  # (n * C, L + H) per channel
+            x, y = w[:, :lb], w[:, lb:]
+            if c.revin:
+                mu = x.mean(axis=1, keepdims=True)
+                sd = np.sqrt(x.var(axis=1, keepdims=True) + heads.REVIN_EPS)
+                x, y = (x - mu) / sd, (y - mu) / sd
+            xa = np.concatenate([x, np.ones((len(x), 1))], axis=1)  # (n, L + 1)
+            gram += xa.T @ xa
+            cross += xa.T @ y
+    if not gram[-1, -1]:
+        return
+    sol = np.linalg.solve(gram + 1e-6 * np.eye(lb + 1) * max(1.0, np.trace(gram) / (lb + 1)), cross)
+    model.params = {
+        **model.params,
+        "forecast.highway.weight": model._to_backend(sol[:lb].T),  # (H, L)
+        "forecast.highway.bias": model._to_backend(sol[lb]),  # (H,)
     }
 
 
