@@ -68,7 +68,9 @@ class Kizzasi:
             "normalizer.mean": xp.zeros((din,), dtype=dt),
             "normalizer.std": xp.ones((din,), dtype=dt),
             "in_proj.weight": rng.normal((d, din), std=din**-0.5, dtype=dt),
-            "in_proj.bias": xp.zeros((d,), dtype=dt),
+            # a random bias keeps the embedding affine: the backbone's pre-norms would otherwise
+            # reduce a one-channel signal to its sign
+            "in_proj.bias": rng.normal((d,), dtype=dt),
             # a zero head: the untrained model predicts "no change" (repeat the last value)
             "head.weight": xp.zeros((k * dout, d), dtype=dt),
             "head.bias": xp.zeros((k * dout,), dtype=dt),
