@@ -78,7 +78,7 @@ def train_model(args, splits, horizon: int) -> tuple[Kizzasi, float]:
         head_dim=min(args.hidden, 16) if args.model != "mamba2" else 16,
         forecast_horizon=horizon,
         forecast_lookback=LOOKBACK,
-        revin=True,
+        revin=not args.no_revin,
         seed=args.seed,
         context_window=LOOKBACK,
     )
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--time-budget", type=float, default=600.0, help="seconds of training per horizon")
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-revin", action="store_true", help="no reversible instance normalization")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)

@@ -109,7 +109,9 @@ def fit(
     keys = task.trainable_keys()
     opt = AdamW(lr=lr, weight_decay=weight_decay)
     history: dict[str, list] = {k: [] for k in ("epoch", "train_loss", "val_loss", "lr", "seconds")}
-    best, best_params, bad_epochs, start, step = math.inf, dict(model.params), 0, time.time(), 0
+    start, step, bad_epochs = time.time(), 0, 0
+    # the starting point competes too: training never returns something worse on validation
+    best, best_params = (task.evaluate(val) if val else math.inf), dict(model.params)
     total_steps = epochs * task.steps_per_epoch(train, batch_size, windows_per_stream, stride)
     if max_steps_per_epoch:
         total_steps = min(total_steps, epochs * max_steps_per_epoch)
