@@ -1,0 +1,134 @@
+"""fit, the Gaussian head, sampling, forecasting, online updates, anomaly scores, resuming."""
+
+import numpy as np
+import pytest
+
+from kizzasi_lite import ConfigError, InputError, Kizzasi, KizzasiConfig
+from kizzasi_lite.train import AdamW, clip_by_global_norm, cosine_schedule
+
+
+def sine(T=1200, channels=2, noise=0.02, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(T)[:, None]
+    return np.sin(0.1 * t * (1 + np.arange(channels))) + noise * rng.normal(size=(T, channels))
+
+
+def small(**kw):
+    base = dict(model_type="mamba2", input_dim=2, hidden_dim=16, num_layers=1, head_dim=8, seed=0)
+    return Kizzasi(KizzasiConfig(**{**base, **kw}))
+
+
+def test_fit_learns_records_history_and_is_reproducible():
+    x = sine()
+    a, b = small(), small()
+    ha = a.fit(x, epochs=3, batch_size=4, window=32, verbose=False)
+    hb = b.fit(x, epochs=3, batch_size=4, window=32, verbose=False)
+    assert ha == {**hb, "seconds": ha["seconds"]}
+    assert a.info["val_mse"] < 0.5 * a.info["val_mse_repeat_last"]
+    for key in a.params:
+        np.testing.assert_array_equal(np.asarray(a.params[key]), np.asarray(b.params[key]))
+    assert a.info["trained"] and len(a.info["history"]) == 1
+
+
+def test_normalisation_comes_from_the_training_part_only():
+    x = sine()
+    x[-200:] += 100.0  # a shift in the validation part must not leak into the statistics
+    k = small()
+    k.fit(x, epochs=1, batch_size=4, window=32, val_fraction=0.2, verbose=False)
+    np.testing.assert_allclose(np.asarray(k.params["normalizer.mean"]), x[:960].mean(0), rtol=1e-5)
+
+
+def test_fit_rejects_bad_options_and_data():
+    k = small()
+    with pytest.raises(ConfigError, match="objective"):
+        k.fit(sine(), objective="classify")
+    with pytest.raises(ConfigError, match="forecast_horizon"):
+        k.fit(sine(), objective="forecast")
+    with pytest.raises(InputError, match="shape"):
+        k.fit(np.zeros((100, 3)))
+    with pytest.raises(InputError, match="finite"):
+        k.fit(np.full((100, 2), np.nan))
+
+
+def test_gaussian_head_samples_trajectories_with_temperature():
+    k = small(head="gaussian")
+    k.fit(sine(), epochs=2, batch_size=4, window=32, verbose=False)
+    hist = sine()[:50]
+    paths = k.predict_n(hist, 8, samples=5, seed=1)
+    assert paths.shape == (5, 8, 2)
+    assert np.std(paths[:, -1, 0]) > 0
+    k.reset()  # predict_n advances the state by the history it observes
+    cold = k.predict_n(hist, 8, samples=5, temperature=0.0, seed=1)
+    np.testing.assert_allclose(cold, np.broadcast_to(cold[0], cold.shape), rtol=1e-5)
+    k.reset()
+    mean = k.predict_n(hist, 8)
+    np.testing.assert_allclose(cold[0], mean, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="gaussian"):
+        small().predict_n(hist, 3, samples=2)
+
+
+def test_forecast_head_and_resume(tmp_path):
+    x = sine(T=800, channels=1)
+    k = small(input_dim=1, forecast_horizon=12, forecast_lookback=24)
+    k.fit(x, objective="forecast", epochs=2, batch_size=16, stride=2, verbose=False)
+    y = k.forecast(x[:100], 12)
+    assert y.shape == (12, 1)
+    repeat = np.mean((x[100:112] - x[99]) ** 2)
+    assert np.mean((y - x[100:112]) ** 2) < repeat
+    with pytest.raises(InputError, match="horizon"):
+        k.forecast(x[:100], 13)
+    with pytest.raises(InputError, match="at least 24"):
+        k.forecast(x[:10])
+    k.save_pretrained(tmp_path)
+    back = Kizzasi.from_pretrained(tmp_path)
+    np.testing.assert_array_equal(back.forecast(x[:100]), k.forecast(x[:100]))
+    before = np.asarray(back.params["normalizer.mean"]).copy()
+    back.fit(x, objective="forecast", epochs=1, batch_size=16, stride=4, verbose=False)
+    np.testing.assert_array_equal(np.asarray(back.params["normalizer.mean"]), before)
+    assert len(back.info["history"]) == 2
+
+
+def test_online_update_adapts_with_bounded_memory():
+    x = sine(T=600)
+    k = small()
+    k.fit(x[:300], epochs=1, batch_size=4, window=32, verbose=False)
+    before = {key: np.asarray(v).copy() for key, v in k.params.items()}
+    for row in x[300:500]:
+        y = k.update(row, every=8, buffer=64)
+        assert y.shape == (2,)
+    assert k._online.data.shape == (64, 2)
+    assert any(not np.array_equal(before[key], np.asarray(k.params[key])) for key in before)
+
+
+def test_scores_flag_an_injected_spike():
+    x = sine(T=1500)
+    k = small()
+    k.fit(x[:1000], epochs=4, batch_size=4, window=32, verbose=False)
+    assert k.info["anomaly_threshold"] > 0
+    test = x[1000:].copy()
+    test[300] += 3.0
+    s = k.score(test)
+    assert s["score"].shape == (500,) and s["prediction"].shape == (500, 2)
+    # the spike is the error at 300, and the prediction made from it the error at 301
+    assert int(np.argmax(s["score"])) in (300, 301)
+    flagged = k.detect(test)
+    assert 300 in flagged and len(flagged) < 25
+    k.reset()
+    online = [k.score_one(row) for row in test[:310]]
+    assert online[0] == 0.0 and int(np.argmax(online)) in (300, 301)
+    np.testing.assert_allclose(online[1:], s["score"][1:310], rtol=1e-3, atol=1e-4)
+
+
+def test_optimizer_pieces():
+    assert cosine_schedule(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert cosine_schedule(100, 100, 1.0, 10) == pytest.approx(0.1)
+    g = {"a": np.array([3.0, 4.0])}
+    clipped, norm = clip_by_global_norm(g, 1.0)
+    assert norm == pytest.approx(5.0)
+    np.testing.assert_allclose(clipped["a"], [0.6, 0.8])
+    opt = AdamW(lr=0.1, weight_decay=0.1)
+    p = {"w": np.array([1.0]), "bias": np.array([1.0])}
+    out = opt.update(p, {"w": np.array([1.0]), "bias": np.array([1.0])})
+    # the first Adam step moves by lr; decay applies to weights, not biases
+    np.testing.assert_allclose(out["w"], [1.0 * (1 - 0.01) - 0.1], rtol=1e-6)
+    np.testing.assert_allclose(out["bias"], [0.9], rtol=1e-6)
