@@ -28,7 +28,13 @@ from kizzasi_lite import Kizzasi, KizzasiConfig, ModelType
 from kizzasi_lite.data import ett_splits, load_ett
 from kizzasi_lite.train.fit import forecast_mse
 
-PUBLISHED = Path(__file__).resolve().parents[1] / "kizzasi_lite" / "data" / "ett" / "published_results_multivariate.csv"
+PUBLISHED = (
+    Path(__file__).resolve().parents[1]
+    / "kizzasi_lite"
+    / "data"
+    / "ett"
+    / "published_results_multivariate.csv"
+)
 LOOKBACK = 96
 
 
@@ -113,7 +119,9 @@ def published(dataset: str) -> dict[tuple[str, str], tuple[float, float]]:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", default="ETTh1", help="ETTh1 or ETTm1 (bundled), or any ETT name with --csv")
+    p.add_argument(
+        "--dataset", default="ETTh1", help="ETTh1 or ETTm1 (bundled), or any ETT name with --csv"
+    )
     p.add_argument("--csv", help="path of an ETT CSV (default: the bundled file)")
     p.add_argument("--model", default="mamba2", choices=[m.value for m in ModelType])
     p.add_argument("--horizons", type=int, nargs="+", default=[96, 192, 336, 720])
@@ -125,7 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--stride", type=int, default=1, help="training window stride")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--time-budget", type=float, default=600.0, help="seconds of training per horizon")
+    p.add_argument(
+        "--time-budget", type=float, default=600.0, help="seconds of training per horizon"
+    )
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-revin", action="store_true", help="no reversible instance normalization")
