@@ -32,9 +32,7 @@ def load_ett(name: str = "ETTh1", path: str | Path | None = None) -> tuple[np.nd
     return read_csv(path or ett_path(name))
 
 
-def ett_splits(
-    data: np.ndarray, name: str, lookback: int = 96
-) -> dict[str, np.ndarray]:
+def ett_splits(data: np.ndarray, name: str, lookback: int = 96) -> dict[str, np.ndarray]:
     """Standardized ``train``, ``val``, ``test`` slices and the scaler ``mean``/``std``.
 
     ``name`` decides the granularity: names containing ``"m"`` after ``"ETT"`` (ETTm1, ETTm2) use
