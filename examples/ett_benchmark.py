@@ -102,6 +102,7 @@ def train_model(args, splits, horizon: int) -> tuple[Kizzasi, float]:
         patience=args.patience,
         time_budget=args.time_budget,
         max_steps_per_epoch=args.max_steps_per_epoch,
+        freeze=("forecast.highway",) if args.freeze_highway else (),
         verbose=not args.quiet,
     )
     return model, time.time() - start
@@ -139,6 +140,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--max-steps-per-epoch", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-revin", action="store_true", help="no reversible instance normalization")
+    p.add_argument(
+        "--freeze-highway",
+        action="store_true",
+        help="keep the linear highway at its least-squares fit; train only the backbone correction",
+    )
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)

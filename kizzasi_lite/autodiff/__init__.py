@@ -16,6 +16,8 @@ Differentiable: arithmetic operators, ``@``, basic indexing, and the namespace f
 
 from __future__ import annotations
 
-from kizzasi_lite.autodiff.core import AutodiffNamespace, Tensor, grad, value_and_grad
+from kizzasi_lite.autodiff.namespace import AutodiffNamespace
+from kizzasi_lite.autodiff.tape import grad, value_and_grad
+from kizzasi_lite.autodiff.tensor import Tensor
 
 __all__ = ["AutodiffNamespace", "Tensor", "grad", "value_and_grad"]

@@ -83,6 +83,7 @@ def fit(
     time_budget: float | None = None,
     max_steps_per_epoch: int | None = None,
     columns: list[str] | None = None,
+    freeze: tuple[str, ...] = (),
     seed: int | None = None,
     verbose: bool = True,
 ) -> dict[str, list]:
@@ -90,6 +91,7 @@ def fit(
 
     ``series``: an array (T, input_dim), a list of them, or a CSV path (``columns`` picks
     channels). ``val_series`` gives validation data explicitly instead of ``val_fraction``.
+    ``freeze``: parameter-name prefixes left as they are (e.g. ``("forecast.highway",)``).
     ``loss``: ``"mse"``, ``"mae"`` or ``"huber"`` (the Gaussian head always uses its negative
     log-likelihood). The normalisation statistics come from the training part only, unless the
     model was already trained (resuming keeps them).
@@ -106,7 +108,7 @@ def fit(
             _init_highway(model, train, stride)
     rng = np.random.default_rng(model.config.seed if seed is None else seed)
     task = _Task(model, objective, loss, window or min(model.config.context_window, 128))
-    keys = task.trainable_keys()
+    keys = [k for k in task.trainable_keys() if not k.startswith(tuple(freeze))]
     opt = AdamW(lr=lr, weight_decay=weight_decay)
     history: dict[str, list] = {k: [] for k in ("epoch", "train_loss", "val_loss", "lr", "seconds")}
     start, step, bad_epochs = time.time(), 0, 0

@@ -59,5 +59,6 @@ def test_every_parameter_gradient_matches_finite_differences(mt, path):
         trainable,
         entries=2,
         rtol=1e-5,
+        eps=1e-5,  # small enough that no step crosses a ReLU kink of the channel mixes
         keys=[key for key in trainable if not key.startswith("normalizer")],
     )
