@@ -13,12 +13,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check kizzasi_lite tests examples
-	$(BIN)/ruff format --check kizzasi_lite tests examples
+	$(BIN)/ruff check kizzasi_lite tests examples asv_bench
+	$(BIN)/ruff format --check kizzasi_lite tests examples asv_bench
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -c "import asv" 2>/dev/null || $(BIN)/python -m pip install --quiet --group bench
+	cd asv_bench && ../$(BIN)/asv check --python=same
 
 demo: $(STAMP)
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/kizzasi demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix kizzasi_lite tests examples

@@ -25,3 +25,8 @@ class BackendUnavailableError(KizzasiError, ImportError):
 
 class GuardrailInfeasibleError(KizzasiError):
     """The active constraints have no common solution; the message names the constraints."""
+
+
+class MissingDependencyError(KizzasiError, ImportError):
+    """An optional package needed for a feature (a file format, plots) is not installed; the
+    message names the package and the extra that installs it."""

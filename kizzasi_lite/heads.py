@@ -88,7 +88,7 @@ def forecast_direct(
     (B, H, C): a linear map of the (instance-normalized) window per channel plus a correction from
     the backbone's last hidden state.
     """
-    xp = namespace(z_window, params["forecast.highway.weight"])
+    xp = namespace(z_window)
     b, length, c = z_window.shape
     if revin:
         mu = xp.mean(z_window, axis=1, keepdims=True)  # (B, 1, C)
@@ -103,8 +103,9 @@ def forecast_direct(
     horizon = w.shape[0]
     u_t = xp.permute_dims(u, (0, 2, 1))  # (B, C, L)
     highway = linear(u_t, w, params["forecast.highway.bias"])  # (B, C, H)
-    highway = xp.permute_dims(highway, (0, 2, 1))  # (B, H, C)
     corr = linear(h[:, -1, :], params["forecast.weight"], params["forecast.bias"])  # (B, H*C)
+    xp = namespace(highway, corr)  # an autodiff namespace when either carries gradients
+    highway = xp.permute_dims(highway, (0, 2, 1))  # (B, H, C)
     pred = highway + xp.reshape(corr, (b, horizon, c))  # (B, H, C)
     if revin:
         pred = pred * sd + mu

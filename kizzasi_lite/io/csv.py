@@ -1,54 +1,23 @@
-"""CSV signals: a header row, one column per channel, an optional time column (detected, skipped)."""
+"""CSV signals: a header row, one column per channel, an optional time column (detected, skipped).
+
+The first column is taken as time, and skipped, when its values are not numbers (a date or a
+timestamp) or when its header is a time name (``time``, ``timestamp``, ``date``, ``t``, ...).
+Blank lines are ignored. Errors name the file, the line and what was expected.
+"""
 
 from __future__ import annotations
 
 import csv
+import itertools
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from kizzasi_lite.errors import InputError
+from kizzasi_lite.io.base import AtomicFile, Sink, Source, column_indices
 
-
-def read_csv(path: str | Path, columns: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Read ``path``; return ``(data (T, C) float64, column names)``.
-
-    The first row is the header. A first column whose values are not numbers (a date or
-    timestamp) is skipped. ``columns`` picks channels by name, in that order. Errors name the
-    file, the line and what was expected.
-    """
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read CSV {path}: {exc}") from exc
-    if len(rows) < 2:
-        raise InputError(f"{path}: expected a header row and at least one data row")
-    header, body = [h.strip() for h in rows[0]], rows[1:]
-    start = 0 if _is_number(body[0][0]) else 1  # a time column first: skip it
-    names = header[start:]
-    if columns:
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise InputError(f"{path}: no column(s) {missing}; the file has {names}")
-        picks = [header.index(c) for c in columns]
-    else:
-        picks = list(range(start, len(header)))
-    data = np.empty((len(body), len(picks)))
-    for i, row in enumerate(body):
-        if len(row) != len(header):
-            raise InputError(
-                f"{path}, line {i + 2}: expected {len(header)} fields as in the header, got {len(row)}"
-            )
-        try:
-            data[i] = [float(row[j]) for j in picks]
-        except ValueError as exc:
-            raise InputError(f"{path}, line {i + 2}: expected numbers, {exc}") from None
-    if not np.all(np.isfinite(data)):
-        line = int(np.argwhere(~np.isfinite(data))[0][0]) + 2
-        raise InputError(f"{path}, line {line}: values must be finite (no NaN or inf)")
-    return data, [header[j] for j in picks]
+TIME_NAMES = {"time", "timestamp", "date", "datetime", "t", "time_s", "seconds", "index", "step"}
 
 
 def _is_number(text: str) -> bool:
@@ -57,3 +26,127 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _time_first(header: list[str], first: list[str]) -> bool:
+    """True when the first column is a time column (skipped)."""
+    return bool(first) and (not _is_number(first[0]) or header[0].strip().lower() in TIME_NAMES)
+
+
+def _parse_row(row: list[str], picks: list[int], width: int, path: Path, line: int) -> np.ndarray:
+    if len(row) != width:
+        raise InputError(
+            f"{path}, line {line}: expected {width} fields as in the header, got {len(row)}"
+        )
+    try:
+        values = np.array([float(row[j]) for j in picks])
+    except ValueError as exc:
+        raise InputError(f"{path}, line {line}: expected numbers, {exc}") from None
+    if not np.all(np.isfinite(values)):
+        raise InputError(f"{path}, line {line}: values must be finite (no NaN or inf)")
+    return values
+
+
+def read_csv(path: str | Path, columns: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Read ``path``; return ``(data (T, C) float64, column names)``.
+
+    The first row is the header; a time column is skipped (see the module docstring).
+    ``columns`` picks channels by name (or position among the channels), in that order.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = [(i + 1, r) for i, r in enumerate(csv.reader(f)) if r]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"cannot read CSV {path}: {exc}") from exc
+    if len(rows) < 2:
+        raise InputError(f"{path}: expected a header row and at least one data row")
+    header = [h.strip() for h in rows[0][1]]
+    start = 1 if _time_first(header, rows[1][1]) else 0
+    names = header[start:]
+    picks = [start + i for i in column_indices(names, columns, str(path))]
+    data = np.empty((len(rows) - 1, len(picks)))
+    for k, (line, row) in enumerate(rows[1:]):
+        data[k] = _parse_row(row, picks, len(header), path, line)
+    return data, [header[j] for j in picks]
+
+
+class CsvSource(Source):
+    """Reads a CSV file one row at a time (the same rules as :func:`read_csv`)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = self.where = Path(path)
+        try:
+            self._file = self.path.open(newline="", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot read CSV {self.path}: {exc}") from exc
+        self._lines = enumerate(csv.reader(self._file), start=1)
+        self._header = [h.strip() for h in self._next_row(what="a header row")[1]]
+        self._first = self._next_row(what="at least one data row")
+        self._start = 1 if _time_first(self._header, self._first[1]) else 0
+        self.names = self._header[self._start :]
+
+    def _next_row(self, what: str) -> tuple[int, list[str]]:
+        for line, row in self._read():
+            return line, row
+        self.close()
+        raise InputError(f"{self.path}: expected {what}")
+
+    def _read(self) -> Iterator[tuple[int, list[str]]]:
+        try:
+            for line, row in self._lines:
+                if row:
+                    yield line, row
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise InputError(f"cannot read CSV {self.path}: {exc}") from exc
+
+    def _rows(self) -> Iterator[np.ndarray]:
+        picks = list(range(self._start, len(self._header)))
+        first, self._first = self._first, None
+        rows = self._read() if first is None else itertools.chain([first], self._read())
+        for line, row in rows:
+            yield _parse_row(row, picks, len(self._header), self.path, line)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class CsvSink(Sink):
+    """Writes a header and one row per :meth:`write` into ``path`` (atomically, on close)."""
+
+    def __init__(self, path: str | Path, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.target = AtomicFile(path)
+        self._file = self.target.tmp.open("w", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(self.names)
+
+    def _write(self, row: Sequence[float]) -> None:
+        self._writer.writerow([_fmt(v) for v in row])
+
+    def _finish(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __str__(self) -> str:
+        return str(self.target.path if self.target else "csv sink")
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool | np.bool_):
+        return str(int(v))
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    f = float(v)
+    return str(int(f)) if f.is_integer() and abs(f) < 2**53 else repr(f)
+
+
+def write_csv(path: str | Path, data: np.ndarray, names: Sequence[str]) -> Path:
+    """Write ``data`` (T, C) under the header ``names`` to ``path``, atomically."""
+    data = np.asarray(data)
+    with CsvSink(path, names) as sink:
+        for row in data.reshape(len(data), -1):
+            sink.write(row.tolist())
+    return Path(path)
