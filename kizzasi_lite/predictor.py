@@ -36,6 +36,7 @@ from kizzasi_lite.weights import (
 
 STATE_PREFIX = "state."
 TRAINING_NAME = "training.json"
+GUARDRAILS_NAME = "guardrails.json"
 
 
 class Kizzasi:
@@ -55,7 +56,11 @@ class Kizzasi:
         self.backbone_config = self.config.backbone_config()
         self.params = self._init_params()
         self.info: dict[str, Any] = {}  # training history, anomaly threshold, metrics
+        self.guardrails: Any = None  # a logic.GuardrailSet, applied to every prediction
+        self.last_raw: np.ndarray | None = None  # the last prediction before the guardrails
+        self.last_report: Any = None  # what the guardrails did to it
         self._state: dict[str, Any] | None = None
+        self._emitted: Any = None  # the last guarded outputs (B, Dout): rate limits read them
 
     # ------------------------------------------------------------------ construction
     def _init_params(self) -> dict[str, Any]:
@@ -143,8 +148,42 @@ class Kizzasi:
         self._state = checked
 
     def reset(self) -> None:
-        """Forget the history: the next step starts from the zero state."""
+        """Forget the history: the next step starts from the zero state, and the guardrails'
+        temporal rules and rate limits from no previous output."""
         self._state = None
+        self._emitted = None
+        if self.guardrails is not None:
+            self.guardrails.reset()
+
+    # ------------------------------------------------------------------ guardrails
+    def set_guardrails(self, guardrails: Any) -> None:
+        """Enforce ``guardrails`` on every prediction from now on (None removes them).
+
+        Accepts a :class:`~kizzasi_lite.logic.GuardrailSet`, a guardrail, a constraint or a list
+        of them. Each returned prediction is the Euclidean projection of the model's output onto
+        the constraints (see :mod:`kizzasi_lite.logic`); ``last_raw`` and ``last_report`` hold the
+        unguarded prediction and what the projection did.
+        """
+        if guardrails is None:
+            self.guardrails = None
+            return
+        from kizzasi_lite.logic import as_guardrail_set
+
+        gs = as_guardrail_set(guardrails)
+        need = gs._needed_channels() if gs.entries else 0
+        if need > self.config.output_dim:
+            raise ConfigError(
+                f"the guardrails refer to channel {need - 1}, but the model predicts "
+                f"{self.config.output_dim} channel(s)"
+            )
+        gs.reset()
+        self.guardrails, self._emitted = gs, None
+
+    def _guard(self, y: Any, previous: Any, advance: bool = True) -> tuple[Any, Any]:
+        """(B, Dout) raw prediction -> guarded prediction and the report (identity if none)."""
+        if self.guardrails is None:
+            return y, None
+        return self.guardrails.enforce(y, previous, advance=advance)
 
     def state_bytes(self) -> int:
         """Bytes of state held per stream."""
@@ -224,8 +263,11 @@ class Kizzasi:
         """
         xb, unbatched = self._input(x, "x", 1)
         mean, _, state = self._step(xb, self._current_state(xb.shape[0]))
-        self._state = state
-        y = to_numpy(mean)
+        safe, report = self._guard(mean, self._emitted)
+        self._state, self.last_raw, self.last_report = state, to_numpy(mean), report
+        if self.guardrails is not None:
+            self._emitted = safe
+        y = to_numpy(safe)
         return y[0] if unbatched else y
 
     def forward(self, xs: Any) -> np.ndarray:
@@ -237,8 +279,16 @@ class Kizzasi:
         """
         xb, unbatched = self._input(xs, "xs", 2)
         mean, _, state = self._sequence(xb, self._current_state(xb.shape[0]))
+        if self.guardrails is not None:  # rate limits and temporal rules run in time order
+            outs, prev = [], self._emitted
+            for t in range(mean.shape[1]):
+                prev, self.last_report = self._guard(mean[:, t, :], prev)
+                outs.append(to_numpy(prev))
+            self._emitted = prev
+            y = np.stack(outs, axis=1) if outs else to_numpy(mean)
+        else:
+            y = to_numpy(mean)
         self._state = state
-        y = to_numpy(mean)
         return y[0] if unbatched else y
 
     def predict_n(
@@ -250,7 +300,8 @@ class Kizzasi:
         ``x0``: one sample ``(input_dim,)`` or a history ``(T, input_dim)`` (observed in order).
         Returns the ``(n, output_dim)`` mean roll-out, or with ``samples=K`` (Gaussian head) ``K``
         sampled trajectories ``(K, n, output_dim)`` drawn with the predicted standard deviation
-        times ``temperature``. The predictor's state advances by the observed ``x0`` only.
+        times ``temperature``. The predictor's state advances by the observed ``x0`` only. With
+        guardrails, every roll-out step is guarded (and the guarded value fed back).
         """
         if not self.residual:
             raise ConfigError(
@@ -277,11 +328,16 @@ class Kizzasi:
             scale = xp.concat([scale] * k, axis=0)
             state = {key: xp.concat([v] * k, axis=0) for key, v in state.items()}
         rng = np.random.default_rng(seed)
-        outs = []
+        outs, prev = [], self._emitted
+        if prev is not None and k > 1:
+            prev = self.xp.concat([prev] * k, axis=0)
         for i in range(n):
             if samples is not None:
                 noise = rng.standard_normal(tuple(y.shape)).astype(self.config.dtype)
                 y = y + self.xp.asarray(noise) * scale * temperature
+            # guarded roll-outs feed back guarded values; the live rule history is not advanced
+            y, _ = self._guard(y, prev, advance=False)
+            prev = y if self.guardrails is not None else None
             outs.append(to_numpy(y))
             if i + 1 < n:
                 y, scale, state = self._step(y, state)
@@ -350,7 +406,8 @@ class Kizzasi:
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, path: str | Path, *, include_state: bool = False) -> Path:
-        """Write ``model.safetensors``, ``config.json`` and ``training.json`` into ``path``."""
+        """Write ``model.safetensors``, ``config.json``, ``training.json`` (and
+        ``guardrails.json`` when guardrails are set) into folder ``path``."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         tensors = {k: to_numpy(v) for k, v in self.params.items()}
@@ -362,6 +419,11 @@ class Kizzasi:
             path / CONFIG_NAME,
         )
         write_json_atomic(self.info, path / TRAINING_NAME)
+        rails = path / GUARDRAILS_NAME
+        if self.guardrails is not None:
+            write_json_atomic(self.guardrails.to_dict(), rails)
+        elif rails.exists():
+            rails.unlink()
         return path
 
     @classmethod
@@ -385,6 +447,10 @@ class Kizzasi:
             model.state = state
         if (path / TRAINING_NAME).is_file():
             model.info = read_json(path / TRAINING_NAME)
+        if (path / GUARDRAILS_NAME).is_file():
+            from kizzasi_lite.logic import GuardrailSet
+
+            model.set_guardrails(GuardrailSet.from_dict(read_json(path / GUARDRAILS_NAME)))
         return model
 
     def __repr__(self) -> str:

@@ -1,0 +1,317 @@
+"""The projection: closed forms, an independent solver, and properties on random constraint sets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kizzasi_lite.backends import to_numpy
+from kizzasi_lite.errors import GuardrailInfeasibleError
+from kizzasi_lite.logic import GuardrailSet, Linear, Quadratic, Range
+from tests.conftest import assert_close
+
+FEAS = 1e-9  # the guarantee: relative violation of every constraint
+
+
+# ------------------------------------------------------------------------------ checking
+def rel_violation(con, y):
+    """Independent relative violation of one constraint at one point ``y`` (numpy, float64)."""
+    y = np.asarray(y, dtype=np.float64)
+    if isinstance(con, Range):
+        ch = list(con.channel) if con.channel is not None else list(range(y.size))
+        v = [
+            max(con.lo - y[c], y[c] - con.hi, 0.0) / max(1.0, abs(con.lo), abs(con.hi))
+            for c in ch
+            if True
+        ]
+        return max(v)
+    if isinstance(con, Linear):
+        ch = list(con.channels) if con.channels is not None else list(range(y.size))
+        a = np.array(con.a)
+        t = a @ y[ch]
+        lo, hi = con.slab()
+        scale = max(1.0, abs(con.b), float(np.abs(a * y[ch]).sum()))
+        return max(t - hi, lo - t, 0.0) / scale
+    if isinstance(con, Quadratic):
+        ch = list(con.channels) if con.channels is not None else list(range(y.size))
+        Q, c = np.array(con.Q), np.array(con.c)
+        q = y[ch] @ Q @ y[ch]
+        lin = c @ y[ch]
+        return max(q + lin - con.b, 0.0) / max(1.0, abs(con.b), abs(q) + abs(lin))
+    raise TypeError(con)
+
+
+def worst(rails, y):
+    y = np.atleast_2d(to_numpy(y)).astype(np.float64)
+    return max((rel_violation(e.constraint, row) for e in rails.entries for row in y), default=0.0)
+
+
+# --------------------------------------------------------------------- the independent QP
+def reference(y, constraints, C):
+    """The projection by Clarabel (interior point; second-order cones for quadratics)."""
+    clarabel = pytest.importorskip("clarabel")
+    sparse = pytest.importorskip("scipy.sparse")
+    eq_a, eq_b, in_a, in_b, socs = [], [], [], [], []
+    for con in constraints:
+        if isinstance(con, Range):
+            for ch in con.channel if con.channel is not None else range(C):
+                e = np.eye(C)[ch]
+                if math.isfinite(con.hi):
+                    in_a.append(e), in_b.append(con.hi)
+                if math.isfinite(con.lo):
+                    in_a.append(-e), in_b.append(-con.lo)
+        elif isinstance(con, Linear):
+            a = np.zeros(C)
+            a[list(con.channels or range(C))] = con.a
+            lo, hi = con.slab()
+            if lo == hi:
+                eq_a.append(a), eq_b.append(hi)
+            else:
+                in_a.append(a), in_b.append(hi)
+                if math.isfinite(lo):
+                    in_a.append(-a), in_b.append(-lo)
+        else:  # x'Qx + c.x <= b, Q positive definite: ||R (x - x0)|| <= sqrt(rho)
+            ch = list(con.channels or range(C))
+            Q, c = np.array(con.Q), np.array(con.c)
+            x0 = -0.5 * np.linalg.solve(Q, c)
+            rho = con.b + x0 @ Q @ x0
+            R = np.zeros((len(ch), C))
+            R[:, ch] = np.linalg.cholesky(Q).T
+            rows = np.vstack([np.zeros(C), -R])
+            rhs = np.concatenate([[math.sqrt(rho)], -np.linalg.cholesky(Q).T @ x0])
+            socs.append((rows, rhs))
+    blocks, rhs, cones = [], [], []
+    if eq_a:
+        blocks.append(np.array(eq_a)), rhs.append(np.array(eq_b))
+        cones.append(clarabel.ZeroConeT(len(eq_a)))
+    if in_a:
+        blocks.append(np.array(in_a)), rhs.append(np.array(in_b))
+        cones.append(clarabel.NonnegativeConeT(len(in_a)))
+    for rows, r in socs:
+        blocks.append(rows), rhs.append(r), cones.append(clarabel.SecondOrderConeT(C + 1))
+    s = clarabel.DefaultSettings()
+    s.verbose = False
+    s.tol_gap_abs = s.tol_gap_rel = s.tol_feas = 1e-10
+    s.max_iter = 400
+    out = clarabel.DefaultSolver(
+        sparse.csc_matrix(np.eye(C)),
+        -np.asarray(y, dtype=np.float64),
+        sparse.csc_matrix(np.vstack(blocks)),
+        np.concatenate(rhs),
+        cones,
+        s,
+    ).solve()
+    x, status = np.array(out.x), str(out.status)
+    if socs:  # interior-point answers on cones are good to ~1e-5: finish with SQP from there
+        x = _refine(np.asarray(y, dtype=np.float64), constraints, C, x)
+    return x, status
+
+
+def _refine(y, constraints, C, start):
+    """SciPy's SLSQP from ``start`` (quadratic convergence near the answer)."""
+    optimize = pytest.importorskip("scipy.optimize")
+    cons, bounds = [], [[None, None] for _ in range(C)]
+    for con in constraints:
+        if isinstance(con, Range):
+            for ch in con.channel if con.channel is not None else range(C):
+                lo, hi = bounds[ch]
+                bounds[ch] = [
+                    con.lo if lo is None else max(lo, con.lo),
+                    con.hi if hi is None else min(hi, con.hi),
+                ]
+        elif isinstance(con, Linear):
+            a = np.zeros(C)
+            a[list(con.channels or range(C))] = con.a
+            lo, hi = con.slab()
+            if lo == hi:
+                cons.append(
+                    {"type": "eq", "fun": lambda x, a=a, h=hi: a @ x - h, "jac": lambda x, a=a: a}
+                )
+                continue
+            cons.append(
+                {"type": "ineq", "fun": lambda x, a=a, h=hi: h - a @ x, "jac": lambda x, a=a: -a}
+            )
+            if math.isfinite(lo):
+                cons.append(
+                    {"type": "ineq", "fun": lambda x, a=a, v=lo: a @ x - v, "jac": lambda x, a=a: a}
+                )
+        else:
+            ch = list(con.channels or range(C))
+            Q, c = np.zeros((C, C)), np.zeros(C)
+            Q[np.ix_(ch, ch)], c[ch] = con.Q, con.c
+            cons.append(
+                {
+                    "type": "ineq",
+                    "fun": lambda x, Q=Q, c=c, b=con.b: b - x @ Q @ x - c @ x,
+                    "jac": lambda x, Q=Q, c=c: -(2 * Q @ x + c),
+                }
+            )
+    bounds = [(None if lo == -np.inf else lo, None if hi == np.inf else hi) for lo, hi in bounds]
+    out = optimize.minimize(
+        lambda x: 0.5 * np.sum((x - y) ** 2),
+        start,
+        jac=lambda x: x - y,
+        bounds=bounds,
+        constraints=cons,
+        method="SLSQP",
+        options={"ftol": 1e-16, "maxiter": 500},
+    )
+    return out.x
+
+
+def random_set(rng, C, *, quads=True):
+    """A feasible random constraint set around a random point, and that point."""
+    x0 = rng.uniform(-1, 1, C)
+    cons = []
+    for ch in range(C):
+        if rng.uniform() < 0.7:
+            lo, hi = x0[ch] - rng.uniform(0, 1), x0[ch] + rng.uniform(0, 1)
+            cons.append(Range(lo if rng.uniform() < 0.8 else -np.inf, hi, channel=ch))
+    for _ in range(rng.integers(0, 4)):
+        a = rng.normal(size=C)
+        t = float(a @ x0)
+        if rng.uniform() < 0.25:
+            cons.append(Linear(a.tolist(), t, equality=True, tol=float(rng.uniform(0, 0.2))))
+        else:
+            cons.append(Linear(a.tolist(), t + float(rng.uniform(0, 0.5))))
+    if quads and rng.uniform() < 0.6:
+        V = np.linalg.qr(rng.normal(size=(C, C)))[0]
+        Q = V @ np.diag(rng.uniform(0.5, 2.0, C)) @ V.T
+        Q = (Q + Q.T) / 2
+        c = rng.normal(size=C) * 0.3
+        cons.append(
+            Quadratic(Q.tolist(), c.tolist(), float(x0 @ Q @ x0 + c @ x0) + rng.uniform(0, 1))
+        )
+    return cons, x0
+
+
+# ---------------------------------------------------------------------------- closed forms
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_box_is_a_clip(xp, dtype):
+    rails = GuardrailSet().add([Range(-1.0, 1.0, channel=0), Range(0.0, 0.5, channel=2)])
+    y = xp.asarray([[2.0, 7.0, -3.0], [0.5, -9.0, 0.25]], dtype=getattr(xp, dtype))
+    out, report = rails.enforce(y)
+    assert_close(
+        out, xp.asarray([[1.0, 7.0, 0.0], [0.5, -9.0, 0.25]], dtype=getattr(xp, dtype)), xp=xp
+    )
+    assert report.status == ["projected", "feasible"]
+    assert report.active[0] == [
+        "guardrail_0/range[x0: -1.0..1.0]",
+        "guardrail_0/range[x2: 0.0..0.5]",
+    ]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_half_space_and_ball_closed_forms(xp, dtype):
+    dt = getattr(xp, dtype)
+    a, b = np.array([1.0, 2.0, -1.0]), 1.0
+    y = np.array([[3.0, 1.0, 0.5], [-1.0, 0.0, 0.0]])
+    out, _ = GuardrailSet().add(Linear(a.tolist(), b)).enforce(xp.asarray(y, dtype=dt))
+    expect = y - np.maximum(y @ a - b, 0)[:, None] * a / (a @ a)
+    assert_close(out, xp.asarray(expect, dtype=dt), xp=xp)
+    ball = Quadratic(np.eye(3).tolist(), [-2.0, 0.0, 0.0], 0.0)  # ||x - e1||^2 <= 1
+    out, _ = GuardrailSet().add(ball).enforce(xp.asarray(y, dtype=dt))
+    center = np.array([1.0, 0.0, 0.0])
+    d = y - center
+    expect = center + d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1.0)
+    assert_close(out, xp.asarray(expect, dtype=dt), xp=xp)
+
+
+def test_equality_constraint_is_met_exactly(xp):
+    rails = GuardrailSet().add([Linear([1.0, 1.0, 1.0], 1.0, equality=True), Range(0, 1)])
+    y = xp.asarray([[0.9, 0.8, -0.3], [5.0, 5.0, 5.0]], dtype=xp.float64)
+    out, _ = rails.enforce(y)
+    assert worst(rails, out) <= FEAS
+    # the simplex projection of (0.9, 0.8, -0.3): shift by t, clip at 0
+    assert_close(out[0, :], xp.asarray([0.55, 0.45, 0.0], dtype=xp.float64), atol=1e-12)
+
+
+# ------------------------------------------------------------------- the independent solver
+@pytest.mark.parametrize("seed", range(16))
+def test_matches_an_independent_solver(seed):
+    rng = np.random.default_rng(seed)
+    C = int(rng.integers(2, 6))
+    cons, _ = random_set(rng, C)
+    rails = GuardrailSet().add(cons)
+    y = rng.normal(size=(6, C)) * 2.0
+    out, report = rails.enforce(y)
+    assert worst(rails, out) <= FEAS
+    for b in range(y.shape[0]):
+        ref, status = reference(y[b], cons, C)
+        assert status in ("Solved", "AlmostSolved"), status
+        np.testing.assert_allclose(out[b], ref, atol=1e-6)
+        assert report.error_bound[b] <= 1e-6
+
+
+# -------------------------------------------------------------------------- properties
+@st.composite
+def constraint_sets(draw):
+    C = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    cons, x0 = random_set(np.random.default_rng(seed), C, quads=draw(st.booleans()))
+    ys = draw(
+        st.lists(
+            st.lists(st.floats(-4, 4, allow_nan=False), min_size=C, max_size=C),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    return cons, x0, np.array(ys)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(constraint_sets())
+def test_random_feasible_sets_never_yield_a_violation(case):
+    cons, x0, y = case
+    rails = GuardrailSet().add(cons)
+    out, report = rails.enforce(y)
+    assert worst(rails, out) <= FEAS
+    again, report2 = rails.enforce(out)  # idempotent: an answer is feasible, so not moved
+    assert np.array_equal(again, out)
+    assert report2.status == ["feasible"] * len(y)
+    inside, report3 = rails.enforce(x0[None, :])  # a feasible point is never moved
+    assert np.array_equal(inside, x0[None, :]) and report3.distance == [0.0]
+    moved = np.linalg.norm(out - y, axis=1)
+    np.testing.assert_allclose(report.distance, moved, rtol=1e-12, atol=1e-15)
+    assert np.all(moved <= np.linalg.norm(y - x0, axis=1) + 1e-9)  # x0 is feasible, x is nearest
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_backend_and_dtype(xp, dtype):
+    rng = np.random.default_rng(7)
+    cons, _ = random_set(rng, 3)
+    rails = GuardrailSet().add(cons)
+    y_np = rng.normal(size=(4, 3)) * 2
+    expect, _ = rails.enforce(y_np)
+    out, _ = rails.enforce(xp.asarray(y_np, dtype=getattr(xp, dtype)))
+    assert_close(out, xp.asarray(expect, dtype=getattr(xp, dtype)), xp=xp, rtol=1e-6, atol=1e-6)
+    limit = FEAS if dtype == "float64" else FEAS  # float32 answers are rounded towards the set
+    assert worst(rails, out) <= limit
+
+
+def test_infeasible_sets_name_the_conflict():
+    rails = GuardrailSet(policy="prioritize")
+    rails.add(Linear([1.0, 1.0], 0.0), name="strong", priority=5)
+    rails.add(Linear([-1.0, -1.0], -1.0), name="weak", priority=1)
+    rails.add(Range(-5, 5), name="box")
+    assert rails.static_conflicts == [
+        "strong/linear[1.0*x0 + 1.0*x1 <= 0.0]",
+        "weak/linear[-1.0*x0 + -1.0*x1 <= -1.0]",
+    ]
+    out, report = rails.enforce(np.array([[3.0, 3.0]]))
+    assert report.status == ["prioritized"]
+    assert report.unsatisfied == [["weak/linear[-1.0*x0 + -1.0*x1 <= -1.0]"]]
+    assert report.active == [["strong/linear[1.0*x0 + 1.0*x1 <= 0.0]"]]
+    np.testing.assert_allclose(out, [[0.0, 0.0]], atol=1e-12)  # the projection onto "strong"
+    with pytest.raises(GuardrailInfeasibleError, match=r"in conflict: .*<= 0\.0.*<= -1\.0"):
+        GuardrailSet().add([Linear([1.0, 1.0], 0.0), Linear([-1.0, -1.0], -1.0), Range(-5, 5)])
+
+
+def test_infeasible_ball_and_half_space_are_detected():
+    ball = Quadratic(np.eye(2).tolist(), None, 1.0)
+    with pytest.raises(GuardrailInfeasibleError, match="quadratic.*linear|linear.*quadratic"):
+        GuardrailSet().add([ball, Linear([-1.0, 0.0], -2.0)])
