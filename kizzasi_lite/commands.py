@@ -20,9 +20,7 @@ import numpy as np
 from kizzasi_lite.config import PRESETS, KizzasiConfig, ModelType
 from kizzasi_lite.errors import ConfigError, InputError, KizzasiError
 from kizzasi_lite.io import Signal, open_sink, open_source, parse_location, read_data, write_table
-from kizzasi_lite.predictor import Kizzasi
-
-GUARDRAILS_NAME = "guardrails.json"
+from kizzasi_lite.predictor import GUARDRAILS_NAME, Kizzasi
 
 
 # ---------------------------------------------------------------------- shared helpers
@@ -33,19 +31,13 @@ def load_model(path: str | Path) -> Kizzasi:
         raise InputError(
             f"{path}: no such model folder (make one with `kizzasi fit DATA --out {path}`)"
         )
-    model = Kizzasi.from_pretrained(path)
-    saved = path / GUARDRAILS_NAME
-    if saved.is_file() and getattr(model, "guardrails", None) is None:
-        attach_guardrails(model, saved)  # in case this build's from_pretrained does not
-    return model
+    return Kizzasi.from_pretrained(path)  # guardrails.json too, when there is one
 
 
 def load_guardrails(path: str | Path) -> Any:
     """A ``GuardrailSet`` from a JSON file in its ``to_dict`` format."""
-    try:
-        from kizzasi_lite.logic import GuardrailSet
-    except ImportError as exc:
-        raise KizzasiError(f"guardrails are not available in this build: {exc}") from None
+    from kizzasi_lite.logic import GuardrailSet
+
     try:
         spec = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -64,11 +56,8 @@ def load_guardrails(path: str | Path) -> Any:
 def attach_guardrails(model: Kizzasi, path: str | Path | None) -> Any:
     """Load ``path`` (if given) onto ``model``; return the model's guardrails (or None)."""
     if path is not None:
-        guards = load_guardrails(path)
-        if not hasattr(model, "set_guardrails"):
-            raise KizzasiError("this build of Kizzasi cannot hold guardrails (no set_guardrails)")
-        model.set_guardrails(guards)
-    return getattr(model, "guardrails", None)
+        model.set_guardrails(load_guardrails(path))
+    return model.guardrails
 
 
 def split_columns(text: str | None) -> list[str] | None:
@@ -162,10 +151,7 @@ def run_fit(args: Namespace, out: TextIO) -> int:
     if config.forecast_horizon and val is not None:
         _forecast_metrics(model, val)
     report_metrics(model, out, args.val_fraction, seconds)
-    model.save_pretrained(args.out)
-    guards = getattr(model, "guardrails", None)
-    if guards is not None and not (Path(args.out) / GUARDRAILS_NAME).is_file():
-        write_guardrails_file(guards, Path(args.out) / GUARDRAILS_NAME)
+    model.save_pretrained(args.out)  # with guardrails.json when guardrails were given
     files = sorted(p.name for p in Path(args.out).iterdir() if not p.name.startswith("."))
     say(out, f"saved the model to {args.out}/ ({', '.join(files)})")
     return 0
@@ -325,7 +311,7 @@ class Streamer:
     def __init__(self, model: Kizzasi) -> None:
         self.model = model
         self.threshold = model.info.get("anomaly_threshold")
-        self.guards = getattr(model, "guardrails", None) or None
+        self.guards = model.guardrails
         self.previous: np.ndarray | None = None  # (1, D) the last emitted prediction
         self.moved = 0
         model.reset()
@@ -337,7 +323,7 @@ class Streamer:
         from kizzasi_lite.backends import to_numpy
 
         score = self.model.score_one(x)  # steps the model; keeps the raw prediction
-        raw = np.asarray(to_numpy(self.model._pending[0]), dtype=np.float64)  # (1, D)
+        raw = np.asarray(self.model.last_raw, dtype=np.float64)  # (1, D)
         if self.guards is None:
             return raw[0], score, False
         safe, report = self.guards.enforce(raw, previous=self.previous)

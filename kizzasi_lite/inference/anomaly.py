@@ -79,6 +79,7 @@ def score_one(model: Any, x: Any) -> float:
         err = (xv - np.asarray(to_numpy(p_mean), dtype=np.float64)) / _std(model)
         value = float(_scores(err, _sigma_z(model, p_scale, 1))[0][0])
     model._state, model._pending = state, (mean, scale)
+    model.last_raw = to_numpy(mean)  # the (unguarded) prediction of the next sample
     return value
 
 
