@@ -39,24 +39,26 @@ References:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kizzasi_lite.backends import namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
-from kizzasi_lite.models.mamba import (
-    _check_common,
-    _check_positive_int,
-    _count_layers,
-    _hf_names,
-    _inverse_softplus_dt,
-    _kaiming_uniform,
-    _known_fields,
-    _merge_checked,
-    _need,
-    _resolve_dtype,
-    _select_params,
-    _strip_prefix,
+from kizzasi_lite.models._common import (
+    DictConfig,
+    check_mamba_common,
+    check_positive_int,
+    count_layers,
+    hf_names,
+    inverse_softplus_dt,
+    known_fields,
+    merge_checked,
+    need,
+    resolve_dtype,
+    run_mamba_stack,
+    select_params,
+    strip_prefix,
 )
 from kizzasi_lite.nn import (
     causal_conv1d,
@@ -67,13 +69,14 @@ from kizzasi_lite.nn import (
     silu,
     softplus,
 )
+from kizzasi_lite.nn.init import kaiming_uniform
 from kizzasi_lite.scan import scan_parallel
 
 _DEFAULT_STATE_SIZE = 128  # d_state of both references when config.json does not say
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(DictConfig):
     """Mamba-2 hyper-parameters, named as in transformers' ``Mamba2Config`` (config.json).
 
     transformers requires ``num_heads * head_dim == expand * hidden_size``; a smaller ``d_ssm``
@@ -106,10 +109,10 @@ class Config:
 
     def __post_init__(self) -> None:
         for name in ("hidden_size", "state_size", "num_heads", "head_dim", "n_groups"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         for name in ("num_hidden_layers", "expand", "conv_kernel", "chunk_size"):
-            _check_positive_int(name, getattr(self, name))
-        _check_common(self)
+            check_positive_int(name, getattr(self, name))
+        check_mamba_common(self)
         if self.num_heads % self.n_groups:
             raise ConfigError(
                 f"num_heads ({self.num_heads}) must be a multiple of n_groups ({self.n_groups})"
@@ -148,14 +151,14 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict (config.json)."""
-        d = asdict(self)
+        d = super().to_dict()
         d["time_step_limit"] = list(self.time_step_limit)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
         """Build from a dict such as a Hugging Face config.json; unknown keys are ignored."""
-        kw = _known_fields(cls, d)
+        kw = known_fields(cls, d)
         if "time_step_limit" in kw:
             kw["time_step_limit"] = tuple(_json_float(v) for v in kw["time_step_limit"])
         return cls(**kw)
@@ -207,7 +210,7 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
     D = 1; conv and out_proj: kaiming-uniform; biases 0; norms 1.
     """
     xp = rng.xp
-    dtype = _resolve_dtype(xp, dtype)
+    dtype = resolve_dtype(xp, dtype)
     shapes = param_shapes(cfg)
     out_scale = 1.0 / math.sqrt(cfg.num_hidden_layers) if cfg.rescale_prenorm_residual else 1.0
     params: dict[str, Any] = {}
@@ -215,12 +218,12 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
         if key.endswith("in_proj.weight"):
             params[key] = rng.normal(shape, std=cfg.initializer_range, dtype=dtype)
         elif key.endswith("conv1d.weight"):
-            params[key] = _kaiming_uniform(rng, shape, cfg.conv_kernel, dtype)  # (C, 1, K)
+            params[key] = kaiming_uniform(rng, shape, cfg.conv_kernel, dtype)  # (C, 1, K)
         elif key.endswith("out_proj.weight"):
-            w = _kaiming_uniform(rng, shape, cfg.intermediate_size, dtype)  # (D, d_inner)
+            w = kaiming_uniform(rng, shape, cfg.intermediate_size, dtype)  # (D, d_inner)
             params[key] = w * out_scale
         elif key.endswith("dt_bias"):
-            params[key] = _inverse_softplus_dt(cfg, rng, cfg.num_heads, dtype)  # (H,)
+            params[key] = inverse_softplus_dt(cfg, rng, cfg.num_heads, dtype)  # (H,)
         elif key.endswith("A_log"):
             params[key] = xp.log(xp.arange(1, cfg.num_heads + 1, dtype=dtype))  # (H,)
         elif key.endswith("bias"):
@@ -232,7 +235,7 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
 
 def init_state(cfg: Config, batch: int, *, xp: Any, dtype: Any = None) -> dict[str, Any]:
     """Zero state: per layer ``conv`` (B, K-1, conv_dim) and ``ssm`` (B, H, P, N)."""
-    dtype = _resolve_dtype(xp, dtype)
+    dtype = resolve_dtype(xp, dtype)
     h, p, n = cfg.num_heads, cfg.head_dim, cfg.state_size
     state = {}
     for i in range(cfg.num_hidden_layers):
@@ -402,23 +405,11 @@ def _mixer(
     return out, conv, ssm
 
 
-def _run(cfg: Config, params: dict[str, Any], x: Any, state: dict[str, Any], sequence: bool):
-    eps = cfg.layer_norm_epsilon
-    h, new_state = x, {}
-    for i in range(cfg.num_hidden_layers):
-        conv, ssm = state[f"layers.{i}.conv"], state[f"layers.{i}.ssm"]
-        u = rms_norm(h, params[f"layers.{i}.norm.weight"], eps)  # (B, [T,] D)
-        out, conv, ssm = _mixer(cfg, params, i, u, conv, ssm, sequence)
-        h = h + out  # (B, [T,] D)
-        new_state[f"layers.{i}.conv"], new_state[f"layers.{i}.ssm"] = conv, ssm
-    return rms_norm(h, params["norm_f.weight"], eps), new_state
-
-
 def step(
     cfg: Config, params: dict[str, Any], x: Any, state: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
     """One time step, O(1) in time: ``x`` (B, D) -> ``y`` (B, D) after ``norm_f``, new state."""
-    return _run(cfg, params, x, state, sequence=False)
+    return run_mamba_stack(cfg, params, x, state, partial(_mixer, sequence=False))
 
 
 def forward(
@@ -431,7 +422,7 @@ def forward(
     """
     if state is None:
         state = init_state(cfg, x.shape[0], xp=namespace(x), dtype=x.dtype)
-    return _run(cfg, params, x, state, sequence=True)
+    return run_mamba_stack(cfg, params, x, state, partial(_mixer, sequence=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,12 +436,12 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
     ``state_size`` or ``n_groups`` (mamba_ssm's ``d_state`` / ``ngroups`` also work), else
     ``state_size = 128`` (the default of both references) is assumed.
     """
-    t = _strip_prefix(tensors)
-    in_proj = _need(t, "layers.0.mixer.in_proj.weight")
+    t = strip_prefix(tensors)
+    in_proj = need(t, "layers.0.mixer.in_proj.weight")
     hidden, d_proj = int(in_proj.shape[1]), int(in_proj.shape[0])
-    heads = int(_need(t, "layers.0.mixer.A_log").shape[0])
-    d_ssm = int(_need(t, "layers.0.mixer.norm.weight").shape[0])
-    conv_w = _need(t, "layers.0.mixer.conv1d.weight")
+    heads = int(need(t, "layers.0.mixer.A_log").shape[0])
+    d_ssm = int(need(t, "layers.0.mixer.norm.weight").shape[0])
+    conv_w = need(t, "layers.0.mixer.conv1d.weight")
     gn = (int(conv_w.shape[0]) - d_ssm) // 2
     d_inner = (d_proj - 2 * gn - heads) // 2
     if d_ssm % heads or d_inner % hidden:
@@ -458,7 +449,7 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
             f"tensor shapes are inconsistent: d_ssm={d_ssm}, heads={heads}, "
             f"d_inner={d_inner}, hidden_size={hidden}"
         )
-    declared = _hf_names(config_json)
+    declared = hf_names(config_json)
     if "state_size" in declared:
         n = int(declared["state_size"])
     elif "n_groups" in declared:
@@ -474,12 +465,12 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
         "head_dim": d_ssm // heads,
         "state_size": n,
         "n_groups": gn // n,
-        "num_hidden_layers": _count_layers(t),
+        "num_hidden_layers": count_layers(t),
         "conv_kernel": int(conv_w.shape[-1]),
         "use_bias": "layers.0.mixer.in_proj.bias" in t,
         "use_conv_bias": "layers.0.mixer.conv1d.bias" in t,
     }
-    return _merge_checked(Config, config_json, inferred)
+    return merge_checked(Config, config_json, inferred)
 
 
 def params_from_checkpoint(tensors: dict[str, Any], cfg: Config) -> dict[str, Any]:
@@ -488,7 +479,7 @@ def params_from_checkpoint(tensors: dict[str, Any], cfg: Config) -> dict[str, An
     The arrays are returned as given (same namespace and dtype). Raises WeightsError naming the
     first missing or mis-shaped key and the shape expected.
     """
-    return _select_params(_strip_prefix(tensors), param_shapes(cfg))
+    return select_params(strip_prefix(tensors), param_shapes(cfg))
 
 
 __all__ = [

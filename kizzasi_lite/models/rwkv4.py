@@ -35,12 +35,21 @@ References:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from kizzasi_lite.backends import namespace
-from kizzasi_lite.errors import ConfigError, WeightsError
+from kizzasi_lite.errors import WeightsError
+from kizzasi_lite.models._common import (
+    DictConfig,
+    check_sizes,
+    find_prefix,
+    known_fields,
+    resolve_dtype,
+    select_params,
+)
 from kizzasi_lite.nn import layer_norm, linear, sigmoid
+from kizzasi_lite.nn.init import orthogonal
 
 # the running maximum of an empty state: "minus infinity", kept finite as transformers does
 _EMPTY_MAX = -1e38
@@ -49,7 +58,7 @@ _LN_OUT_EPS = 1e-5
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(DictConfig):
     """RWKV-4 sizes, named as transformers' ``RwkvConfig``."""
 
     hidden_size: int = 256  # C
@@ -64,22 +73,12 @@ class Config:
             object.__setattr__(self, "attention_hidden_size", self.hidden_size)
         if self.intermediate_size is None and isinstance(self.hidden_size, int):
             object.__setattr__(self, "intermediate_size", 4 * self.hidden_size)
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "layer_norm_epsilon":
-                if not (isinstance(v, int | float) and v > 0):
-                    raise ConfigError(f"{f.name} must be a positive number, got {v!r}")
-            elif not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
-                raise ConfigError(f"{f.name} must be a positive integer, got {v!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        check_sizes(self, numbers=("layer_norm_epsilon",))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
-        """Build from a dict such as transformers' config.json; unknown keys are ignored."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names and v is not None})
+        """Build from a dict like transformers' config.json; unknown keys and None are ignored."""
+        return cls(**known_fields(cls, d, drop_none=True))
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -113,21 +112,6 @@ def param_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _orthogonal(rng: Any, rows: int, cols: int, gain: float, dtype: Any) -> Any:
-    """torch's ``orthogonal_(gain)`` of a (rows, cols) matrix; scaled normal where QR is missing."""
-    xp = rng.xp
-    n, m = max(rows, cols), min(rows, cols)
-    a = rng.normal((n, m), dtype=dtype)  # (n, m)
-    try:
-        q, r = xp.linalg.qr(a)  # (n, m), (m, m)
-    except Exception:  # a backend without linalg.qr (or without it on this device)
-        return rng.normal((rows, cols), std=gain / math.sqrt(cols), dtype=dtype)
-    d = xp.sum(r * xp.eye(m, dtype=dtype), axis=0)  # (m,) the diagonal of r
-    q = q * xp.where(d < 0, -xp.ones_like(d), xp.ones_like(d))  # (n, m)
-    q = q if rows >= cols else xp.matrix_transpose(q)  # (rows, cols)
-    return gain * q
-
-
 def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
     """Fresh weights as transformers' ``RwkvPreTrainedModel._init_weights`` sets them.
 
@@ -137,7 +121,7 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
     ``sqrt(out / in)`` when ``out > in``, else 1.
     """
     xp = rng.xp
-    dtype = getattr(xp, dtype) if isinstance(dtype, str) else (dtype or xp.float32)
+    dtype = resolve_dtype(xp, dtype)
     C, A, F, L = (
         cfg.hidden_size,
         cfg.attention_hidden_size,
@@ -149,7 +133,7 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
         return xp.reshape(xp.asarray(values, dtype=dtype), shape)
 
     def lin(rows: int, cols: int) -> Any:
-        return _orthogonal(rng, rows, cols, math.sqrt(rows / cols) if rows > cols else 1.0, dtype)
+        return orthogonal(rng, rows, cols, math.sqrt(rows / cols) if rows > cols else 1.0, dtype)
 
     ones, zeros = xp.ones((C,), dtype=dtype), xp.zeros((C,), dtype=dtype)
     p: dict[str, Any] = {"blocks.0.pre_ln.weight": ones, "blocks.0.pre_ln.bias": zeros}
@@ -186,7 +170,7 @@ def init_state(cfg: Config, batch: int, *, xp: Any, dtype: Any = None) -> dict[s
     Per layer: ``attention.shift`` and ``feed_forward.shift`` (B, C), ``attention.num``,
     ``attention.den``, ``attention.max`` (B, A).
     """
-    dtype = dtype or xp.float32
+    dtype = resolve_dtype(xp, dtype)
     C, A = cfg.hidden_size, cfg.attention_hidden_size
     state = {}
     for i in range(cfg.num_hidden_layers):
@@ -335,10 +319,8 @@ def forward(cfg: Config, params: dict, x: Any, state: dict | None = None) -> tup
 
 # ---------------------------------------------------------------------------- checkpoints
 def _prefix(tensors: dict[str, Any]) -> str:
-    for key in tensors:
-        if key.endswith("blocks.0.ln1.weight"):
-            return key[: -len("blocks.0.ln1.weight")]
-    raise WeightsError("not an RWKV-4 checkpoint: no 'blocks.0.ln1.weight' tensor")
+    error = "not an RWKV-4 checkpoint: no 'blocks.0.ln1.weight' tensor"
+    return find_prefix(tensors, "blocks.0.ln1.weight", error)
 
 
 def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = None) -> Config:
@@ -367,19 +349,8 @@ def params_from_checkpoint(tensors: dict[str, Any], cfg: Config) -> dict[str, An
     A tensor whose shape differs from ours only by axes of size 1 is reshaped; any other
     mismatch, or a missing key, raises ``WeightsError`` naming the key and the expected shape.
     """
-    pre = _prefix(tensors)
-    out = {}
-    for name, shape in param_shapes(cfg).items():
-        if pre + name not in tensors:
-            raise WeightsError(f"missing tensor {pre + name!r} (expected shape {shape})")
-        t = tensors[pre + name]
-        got = tuple(t.shape)
-        if got != shape:
-            if [d for d in got if d != 1] != [d for d in shape if d != 1]:
-                raise WeightsError(f"tensor {pre + name!r} has shape {got}, expected {shape}")
-            t = namespace(t).reshape(t, shape)
-        out[name] = t
-    return out
+    shapes = param_shapes(cfg)
+    return select_params(tensors, shapes, _prefix(tensors), reshape_unit_axes=True)
 
 
 __all__ = [

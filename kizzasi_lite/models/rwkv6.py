@@ -36,13 +36,21 @@ References:
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from kizzasi_lite.backends import namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
+from kizzasi_lite.models._common import (
+    DictConfig,
+    check_sizes,
+    find_prefix,
+    known_fields,
+    resolve_dtype,
+    select_params,
+)
 from kizzasi_lite.nn import group_norm, layer_norm, linear, sigmoid, silu
+from kizzasi_lite.nn.init import orthogonal
 
 # other spellings of our config fields (transformers' remote-code Rwkv6Config, RWKV-LM args)
 _ALIASES = {
@@ -56,7 +64,7 @@ _MAA = ("w", "k", "v", "r", "g")  # order of the five LoRA outputs of time_maa_w
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(DictConfig):
     """RWKV-6 sizes, named as in BlinkDL's RWKV-LM (``from_dict`` also takes HF names)."""
 
     n_embd: int = 256  # C
@@ -81,13 +89,7 @@ class Config:
         for name, value in derived.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in ("layer_norm_epsilon",):
-                if not (isinstance(v, int | float) and v > 0):
-                    raise ConfigError(f"{f.name} must be a positive number, got {v!r}")
-            elif not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
-                raise ConfigError(f"{f.name} must be a positive integer, got {v!r}")
+        check_sizes(self, numbers=("layer_norm_epsilon",))
         if self.dim_att % self.head_size:
             raise ConfigError(
                 f"dim_att ({self.dim_att}) must be a multiple of head_size ({self.head_size})"
@@ -101,19 +103,11 @@ class Config:
     def ln_x_eps(self) -> float:
         return 1e-5 * self.head_size_divisor**2
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
         """Build from a dict; HF/RWKV-LM spellings are accepted, unknown keys ignored."""
-        names = {f.name for f in fields(cls)}
-        out = {}
-        for key, value in d.items():
-            key = _ALIASES.get(key, key)
-            if key in names and value is not None:
-                out[key] = value
-        return cls(**out)
+        renamed = {_ALIASES.get(k, k): v for k, v in d.items() if v is not None}
+        return cls(**known_fields(cls, renamed))
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -150,23 +144,6 @@ def param_shapes(cfg: Config) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _orthogonal(rng: Any, rows: int, cols: int, gain: float, dtype: Any) -> Any:
-    """torch's ``orthogonal_(gain)`` of a (rows, cols) matrix; scaled normal where QR is missing."""
-    xp = rng.xp
-    if gain == 0.0:
-        return xp.zeros((rows, cols), dtype=dtype)
-    n, m = max(rows, cols), min(rows, cols)
-    a = rng.normal((n, m), dtype=dtype)  # (n, m)
-    try:
-        q, r = xp.linalg.qr(a)  # (n, m), (m, m)
-    except Exception:  # a backend without linalg.qr (or without it on this device)
-        return rng.normal((rows, cols), std=gain / math.sqrt(cols), dtype=dtype)
-    d = xp.sum(r * xp.eye(m, dtype=dtype), axis=0)  # (m,) the diagonal of r
-    q = q * xp.where(d < 0, -xp.ones_like(d), xp.ones_like(d))  # (n, m)
-    q = q if rows >= cols else xp.matrix_transpose(q)  # (rows, cols)
-    return gain * q
-
-
 def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
     """Fresh weights as RWKV-LM's x060 initialises them (``__init__`` + ``generate_init_weight``).
 
@@ -174,7 +151,7 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
     ``att.output``, ``ffn.value`` and ``ffn.receptance``), ``ln_x.weight = ((1+i)/L)**0.7``.
     """
     xp = rng.xp
-    dtype = getattr(xp, dtype) if isinstance(dtype, str) else (dtype or xp.float32)
+    dtype = resolve_dtype(xp, dtype)
     C, A, F, H, N, L = (
         cfg.n_embd,
         cfg.dim_att,
@@ -217,13 +194,13 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
         bonus = [r01 * (1.0 - n / den) + ((n + 1) % 3 - 1) * 0.1 for n in range(A)]
         p[f"{b}att.time_faaaa"] = vec(bonus, (H, N))  # (H, N)
         for name, gain in (("receptance", 1.0), ("key", 0.1), ("value", 1.0), ("gate", 0.1)):
-            p[f"{b}att.{name}.weight"] = _orthogonal(rng, A, C, gain, dtype)  # (A, C)
+            p[f"{b}att.{name}.weight"] = orthogonal(rng, A, C, gain, dtype)  # (A, C)
         p[f"{b}att.output.weight"] = xp.zeros((C, A), dtype=dtype)
         p[f"{b}att.ln_x.weight"] = xp.full((A,), ((1 + i) / L) ** 0.7, dtype=dtype)
         p[f"{b}att.ln_x.bias"] = xp.zeros((A,), dtype=dtype)
         p[f"{b}ffn.time_maa_k"] = vec([1.0 - d**r10 for d in ddd], (1, 1, C))
         p[f"{b}ffn.time_maa_r"] = vec([1.0 - d**r10 for d in ddd], (1, 1, C))
-        p[f"{b}ffn.key.weight"] = _orthogonal(rng, F, C, 1.0, dtype)  # (F, C)
+        p[f"{b}ffn.key.weight"] = orthogonal(rng, F, C, 1.0, dtype)  # (F, C)
         p[f"{b}ffn.receptance.weight"] = xp.zeros((C, C), dtype=dtype)
         p[f"{b}ffn.value.weight"] = xp.zeros((C, F), dtype=dtype)
     p["ln_out.weight"], p["ln_out.bias"] = ones, zeros
@@ -233,7 +210,7 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- state
 def init_state(cfg: Config, batch: int, *, xp: Any, dtype: Any = None) -> dict[str, Any]:
     """Zero state of ``batch`` streams: per layer the two token shifts (B, C) and S (B, H, N, N)."""
-    dtype = dtype or xp.float32
+    dtype = resolve_dtype(xp, dtype)
     C, H, N = cfg.n_embd, cfg.num_heads, cfg.head_size
     state = {}
     for i in range(cfg.n_layer):
@@ -409,10 +386,8 @@ def forward(cfg: Config, params: dict, x: Any, state: dict | None = None) -> tup
 
 # ---------------------------------------------------------------------------- checkpoints
 def _prefix(tensors: dict[str, Any]) -> str:
-    for key in tensors:
-        if key.endswith("blocks.0.ln1.weight"):
-            return key[: -len("blocks.0.ln1.weight")]
-    raise WeightsError("not an RWKV-6 checkpoint: no 'blocks.0.ln1.weight' tensor")
+    error = "not an RWKV-6 checkpoint: no 'blocks.0.ln1.weight' tensor"
+    return find_prefix(tensors, "blocks.0.ln1.weight", error)
 
 
 def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = None) -> Config:
@@ -449,19 +424,8 @@ def params_from_checkpoint(tensors: dict[str, Any], cfg: Config) -> dict[str, An
     A tensor whose shape differs from ours only by axes of size 1 (e.g. ``time_maa_x`` saved as
     (C,)) is reshaped; any other mismatch raises ``WeightsError`` naming the key.
     """
-    pre = _prefix(tensors)
-    out = {}
-    for name, shape in param_shapes(cfg).items():
-        if pre + name not in tensors:
-            raise WeightsError(f"missing tensor {pre + name!r} (expected shape {shape})")
-        t = tensors[pre + name]
-        got = tuple(t.shape)
-        if got != shape:
-            if [d for d in got if d != 1] != [d for d in shape if d != 1]:
-                raise WeightsError(f"tensor {pre + name!r} has shape {got}, expected {shape}")
-            t = namespace(t).reshape(t, shape)
-        out[name] = t
-    return out
+    shapes = param_shapes(cfg)
+    return select_params(tensors, shapes, _prefix(tensors), reshape_unit_axes=True)
 
 
 __all__ = [

@@ -42,18 +42,26 @@ References:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from kizzasi_lite.backends import namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
+from kizzasi_lite.models._common import (
+    DictConfig,
+    check_positive_int,
+    find_prefix,
+    merge_found,
+    resolve_dtype,
+    select_params,
+)
 from kizzasi_lite.nn import layer_norm, linear, sigmoid
 
 INITS = ("lin", "inv")
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(DictConfig):
     """S4D stack hyper-parameters (names follow the state-spaces reference ``S4D``/``S4DKernel``).
 
     ``d_model`` H, ``d_state`` N (even: N/2 complex modes), ``n_layer`` residual blocks,
@@ -73,9 +81,7 @@ class Config:
 
     def __post_init__(self) -> None:
         for name in ("d_model", "d_state", "n_layer", "chunk_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            check_positive_int(name, getattr(self, name))
         if self.d_state % 2:
             raise ConfigError(f"d_state must be even (N/2 complex modes), got {self.d_state}")
         if not 0.0 < self.dt_min <= self.dt_max:
@@ -87,16 +93,6 @@ class Config:
             raise ConfigError(f"init must be one of {INITS}, got {self.init!r}")
         if not self.layer_norm_epsilon > 0.0:
             raise ConfigError(f"layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Config:
-        """Build from a dict, ignoring unknown keys."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,7 +135,7 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
     namespace or its name (default float32).
     """
     xp = rng.xp
-    dtype = _resolve_dtype(xp, dtype)
+    dtype = resolve_dtype(xp, dtype)
     H, N2 = cfg.d_model, cfg.d_state // 2
     bound = 1.0 / math.sqrt(H)  # torch Conv1d default: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     zeros_hn = xp.zeros((H, N2), dtype=dtype)  # (H, N2)
@@ -163,19 +159,13 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
     return params
 
 
-def _resolve_dtype(xp: Any, dtype: Any) -> Any:
-    if dtype is None:
-        return xp.float32
-    return getattr(xp, dtype) if isinstance(dtype, str) else dtype
-
-
 # ---------------------------------------------------------------------------------------------
 # state
 
 
 def init_state(cfg: Config, batch: int, *, xp: Any, dtype: Any = None) -> dict[str, Any]:
     """Zero state: per layer the complex SSM state as ``h_re``, ``h_im`` of shape (B, H, N/2)."""
-    dtype = _resolve_dtype(xp, dtype)
+    dtype = resolve_dtype(xp, dtype)
     shape = (batch, cfg.d_model, cfg.d_state // 2)
     state = {}
     for i in range(cfg.n_layer):
@@ -443,10 +433,8 @@ def forward(
 
 def _prefix(tensors: dict[str, Any]) -> str:
     """The prefix the checkpoint puts before our names ("" or e.g. "model.", "backbone.")."""
-    for key in tensors:
-        if key.endswith("norm_f.weight"):
-            return key[: -len("norm_f.weight")]
-    raise WeightsError("checkpoint has no 'norm_f.weight' (expected shape (d_model,))")
+    error = "checkpoint has no 'norm_f.weight' (expected shape (d_model,))"
+    return find_prefix(tensors, "norm_f.weight", error)
 
 
 def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = None) -> Config:
@@ -463,12 +451,7 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
         raise WeightsError(f"checkpoint has no '{pre}layers.0.kernel.C' (expected (H, N/2, 2))")
     d_state = 2 * int(tensors[f"{pre}layers.0.kernel.C"].shape[1])
     found = {"d_model": d_model, "d_state": d_state, "n_layer": n_layer}
-    d = dict(config_json or {})
-    for name, value in found.items():
-        if name in d and int(d[name]) != value:
-            raise WeightsError(f"config.json says {name}={d[name]} but the weights have {value}")
-        d[name] = value
-    return Config.from_dict(d)
+    return Config.from_dict(merge_found(config_json, found))
 
 
 def params_from_checkpoint(tensors: dict[str, Any], cfg: Config) -> dict[str, Any]:
@@ -476,17 +459,7 @@ def params_from_checkpoint(tensors: dict[str, Any], cfg: Config) -> dict[str, An
 
     Raises ``WeightsError`` naming the first missing or mis-shaped key and its expected shape.
     """
-    pre = _prefix(tensors)
-    params = {}
-    for name, shape in _param_shapes(cfg).items():
-        key = pre + name
-        if key not in tensors:
-            raise WeightsError(f"checkpoint is missing {key!r} (expected shape {shape})")
-        t = tensors[key]
-        if tuple(t.shape) != shape:
-            raise WeightsError(f"{key!r} has shape {tuple(t.shape)}, expected {shape}")
-        params[name] = t
-    return params
+    return select_params(tensors, _param_shapes(cfg), _prefix(tensors))
 
 
 __all__ = [

@@ -38,16 +38,25 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from kizzasi_lite.backends import namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
+from kizzasi_lite.models._common import (
+    DictConfig,
+    check_positive_int,
+    is_positive_int,
+    known_fields,
+    merge_found,
+    resolve_dtype,
+    select_params,
+)
 from kizzasi_lite.nn import linear, rms_norm, silu
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(DictConfig):
     """Llama hyper-parameters (``LlamaConfig`` names) plus the KV cache bound ``context_window``.
 
     ``num_key_value_heads`` defaults to ``num_attention_heads``, ``head_dim`` to
@@ -75,7 +84,7 @@ class Config:
     def __post_init__(self) -> None:
         if self.num_key_value_heads is None:
             object.__setattr__(self, "num_key_value_heads", self.num_attention_heads)
-        if self.head_dim is None and _positive_int(self.num_attention_heads):
+        if self.head_dim is None and is_positive_int(self.num_attention_heads):
             object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
         if self.context_window is None:
             object.__setattr__(self, "context_window", self.max_position_embeddings)
@@ -90,8 +99,7 @@ class Config:
             "context_window",
             "chunk_size",
         ):
-            if not _positive_int(getattr(self, name)):
-                raise ConfigError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+            check_positive_int(name, getattr(self, name))
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"num_key_value_heads ({self.num_key_value_heads}) must divide "
@@ -105,10 +113,6 @@ class Config:
             raise ConfigError(f"rms_norm_eps must be > 0, got {self.rms_norm_eps}")
         if self.hidden_act != "silu":
             raise ConfigError(f"hidden_act must be 'silu', got {self.hidden_act!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config as a JSON-ready dict."""
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
@@ -125,12 +129,7 @@ class Config:
                 raise ConfigError(f"rope_parameters: rope_type {kind!r} is not supported")
             if "rope_theta" in rope:
                 d.setdefault("rope_theta", rope["rope_theta"])
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        return cls(**known_fields(cls, d))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +167,7 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
     projections, zeros for biases, ones for the RMSNorm weights. Keys are the checkpoint names.
     """
     xp = rng.xp
-    dtype = _resolve_dtype(xp, dtype)
+    dtype = resolve_dtype(xp, dtype)
     params = {}
     for name, shape in _param_shapes(cfg).items():
         if name.endswith("norm.weight") or name.endswith("layernorm.weight"):
@@ -180,19 +179,13 @@ def init_params(cfg: Config, rng: Any, dtype: Any = None) -> dict[str, Any]:
     return params
 
 
-def _resolve_dtype(xp: Any, dtype: Any) -> Any:
-    if dtype is None:
-        return xp.float32
-    return getattr(xp, dtype) if isinstance(dtype, str) else dtype
-
-
 # ---------------------------------------------------------------------------------------------
 # state
 
 
 def init_state(cfg: Config, batch: int, *, xp: Any, dtype: Any = None) -> dict[str, Any]:
     """Empty KV cache: ``layers.{i}.k``/``.v`` zeros (B, KV, W, hd) and ``pos`` zeros (B,) int64."""
-    dtype = _resolve_dtype(xp, dtype)
+    dtype = resolve_dtype(xp, dtype)
     shape = (batch, cfg.num_key_value_heads, cfg.context_window, cfg.head_dim)
     state = {}
     for i in range(cfg.num_hidden_layers):
@@ -425,14 +418,10 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
             "num_attention_heads: cannot be read from the weights; pass the config.json "
             f"(q_proj has {q.shape[0]} rows = heads * head_dim)"
         )
-    d = dict(config_json)
+    found = {"hidden_size": D, "num_hidden_layers": n_layers, "intermediate_size": gate.shape[0]}
+    d = merge_found(config_json, found)
     d.setdefault("attention_bias", f"{pre}layers.0.self_attn.q_proj.bias" in tensors)
     d.setdefault("mlp_bias", f"{pre}layers.0.mlp.gate_proj.bias" in tensors)
-    found = {"hidden_size": D, "num_hidden_layers": n_layers, "intermediate_size": gate.shape[0]}
-    for name, value in found.items():
-        if name in d and int(d[name]) != int(value):
-            raise WeightsError(f"config.json says {name}={d[name]} but the weights have {value}")
-        d[name] = int(value)
     cfg = Config.from_dict(d)
     if q.shape[0] != cfg.num_attention_heads * cfg.head_dim:
         raise WeightsError(
@@ -446,17 +435,7 @@ def params_from_checkpoint(tensors: dict[str, Any], cfg: Config) -> dict[str, An
     """Our params from ``LlamaModel`` / ``LlamaForCausalLM`` tensors: strip ``model.``, skip the
     embeddings and head, check every key and shape (``WeightsError`` names the first mismatch).
     """
-    pre = _prefix(tensors)
-    params = {}
-    for name, shape in _param_shapes(cfg).items():
-        key = pre + name
-        if key not in tensors:
-            raise WeightsError(f"checkpoint is missing {key!r} (expected shape {shape})")
-        t = tensors[key]
-        if tuple(t.shape) != shape:
-            raise WeightsError(f"{key!r} has shape {tuple(t.shape)}, expected {shape}")
-        params[name] = t
-    return params
+    return select_params(tensors, _param_shapes(cfg), _prefix(tensors))
 
 
 __all__ = [

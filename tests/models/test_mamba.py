@@ -7,12 +7,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kizzasi_lite.backends import get_namespace, namespace, to_numpy
+from kizzasi_lite.backends import get_namespace, to_numpy
 from kizzasi_lite.backends.random import Generator
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models import Backbone
 from kizzasi_lite.models import mamba as arch
 from tests.conftest import assert_close, rand
+from tests.models.common import (
+    assert_state_numel,
+    perturb_torch,
+    perturbed_params,
+    random_state,
+    saved_pretrained,
+    step_loop,
+)
 
 SMALL = arch.Config(
     hidden_size=8, state_size=4, num_hidden_layers=2, conv_kernel=3, use_bias=True, chunk_size=4
@@ -21,35 +29,16 @@ SMALL = arch.Config(
 
 def _params(xp, cfg=SMALL, dtype="float64", seed=0):
     """Initialised weights plus noise, so that no 0/1 of the default init hides a mistake."""
-    rng = Generator(seed, xp)
-    params = arch.init_params(cfg, rng, dtype)
-    return {k: v + rng.normal(tuple(v.shape), std=0.1, dtype=v.dtype) for k, v in params.items()}
-
-
-def _state(xp, cfg, batch, dtype, seed=5):
-    zeros = arch.init_state(cfg, batch, xp=xp, dtype=getattr(xp, dtype))
-    return {
-        k: rand(xp, tuple(v.shape), seed=seed + j, dtype=dtype)
-        for j, (k, v) in enumerate(zeros.items())
-    }
-
-
-def _step_loop(cfg, params, x, state):
-    """``step`` applied T times: the O(1) recurrent path over a whole sequence."""
-    ys = []
-    for t in range(x.shape[1]):
-        y, state = arch.step(cfg, params, x[:, t, :], state)
-        ys.append(y)
-    return namespace(*ys).stack(ys, axis=1), state
+    return perturbed_params(arch, cfg, xp, dtype, seed)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_step_loop_matches_forward(xp, dtype):
     params = _params(xp, dtype=dtype)
     x = rand(xp, (2, 11, SMALL.hidden_size), seed=1, dtype=dtype)
-    s0 = _state(xp, SMALL, 2, dtype)
+    s0 = random_state(arch, xp, SMALL, 2, dtype)
     y, s = arch.forward(SMALL, params, x, s0)
-    y_ref, s_ref = _step_loop(SMALL, params, x, s0)
+    y_ref, s_ref = step_loop(arch, SMALL, params, x, s0)
     assert y.shape == (2, 11, SMALL.hidden_size)
     assert_close(y, y_ref, xp=xp)
     for k in s_ref:
@@ -71,7 +60,7 @@ def test_forward_split_with_carried_state(xp, split):
 def test_forward_of_one_step_equals_step(xp):
     params = _params(xp, dtype="float32")
     x = rand(xp, (3, 1, SMALL.hidden_size), seed=3)
-    s0 = _state(xp, SMALL, 3, "float32")
+    s0 = random_state(arch, xp, SMALL, 3, "float32")
     y, s = arch.forward(SMALL, params, x, s0)
     y1, s1 = arch.step(SMALL, params, x[:, 0, :], s0)
     assert_close(y[:, 0, :], y1, xp=xp)
@@ -88,7 +77,7 @@ def test_any_length_split_and_chunk(t, split, chunk):
     x = rand(xp, (1, t, cfg.hidden_size), seed=t, dtype="float64")
     split = min(split, t - 1) if t > 1 else 1
     y, s = arch.forward(cfg, params, x)
-    y_ref, s_ref = _step_loop(cfg, params, x, arch.init_state(cfg, 1, xp=xp, dtype=xp.float64))
+    y_ref, s_ref = step_loop(arch, cfg, params, x, arch.init_state(cfg, 1, xp=xp, dtype=xp.float64))
     assert_close(y, y_ref)
     if 0 < split < t:
         y1, s1 = arch.forward(cfg, params, x[:, :split, :])
@@ -98,9 +87,7 @@ def test_any_length_split_and_chunk(t, split, chunk):
 
 def test_state_numel_matches_init_state(xp):
     for cfg in (SMALL, arch.Config(hidden_size=16, state_size=3, num_hidden_layers=3, expand=3)):
-        state = arch.init_state(cfg, 2, xp=xp, dtype=xp.float32)
-        assert sum(math.prod(v.shape[1:]) for v in state.values()) == arch.state_numel(cfg)
-        assert all(v.shape[0] == 2 for v in state.values())
+        assert_state_numel(arch, cfg, xp, 2)
 
 
 def test_init_params_follow_reference_init():
@@ -195,7 +182,7 @@ def _float64_reference(torch, modeling):
 def _reference_checkpoint(tmp_path, **overrides):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    st_numpy = pytest.importorskip("safetensors.numpy")
+    pytest.importorskip("safetensors.numpy")
     torch.manual_seed(0)
     kwargs = dict(
         hidden_size=8,
@@ -207,14 +194,8 @@ def _reference_checkpoint(tmp_path, **overrides):
         layer_norm_epsilon=1e-5,
     )
     hf_cfg = transformers.MambaConfig(**{**kwargs, **overrides})
-    model = transformers.MambaForCausalLM(hf_cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    model = model.double().eval()
-    model.save_pretrained(tmp_path)
-    tensors = st_numpy.load_file(str(tmp_path / "model.safetensors"))
-    config_json = json.loads((tmp_path / "config.json").read_text())
+    model = perturb_torch(torch, transformers.MambaForCausalLM(hf_cfg))
+    tensors, config_json = saved_pretrained(model, tmp_path)
     return torch, model, tensors, config_json
 
 
@@ -238,8 +219,8 @@ def test_matches_transformers_mamba(tmp_path, overrides):
     ref = out.last_hidden_state.numpy()
 
     y, s = arch.forward(cfg, params, xp.asarray(x))
-    y_step, s_step = _step_loop(
-        cfg, params, xp.asarray(x), arch.init_state(cfg, 3, xp=xp, dtype=xp.float64)
+    y_step, s_step = step_loop(
+        arch, cfg, params, xp.asarray(x), arch.init_state(cfg, 3, xp=xp, dtype=xp.float64)
     )
     np.testing.assert_allclose(to_numpy(y), ref, rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(to_numpy(y_step), ref, rtol=1e-8, atol=1e-8)

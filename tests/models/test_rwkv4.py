@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 
 import numpy as np
 import pytest
@@ -15,6 +14,8 @@ from kizzasi_lite.backends.random import Generator
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models import rwkv4
 from tests.conftest import assert_close, rand
+from tests.models import common
+from tests.models.common import assert_state_numel, assert_states_close
 
 # attention_hidden_size != hidden_size on purpose (transformers cannot run that: see below)
 SMALL = rwkv4.Config(
@@ -28,25 +29,12 @@ SMALL = rwkv4.Config(
 
 def perturbed_params(cfg, xp, dtype="float32", seed=0):
     """Reference init plus noise on every tensor, so no zero or one can hide a mistake."""
-    rng = Generator(seed, xp)
-    dt = getattr(xp, dtype)
-    params = rwkv4.init_params(cfg, rng, dt)
-    return {k: v + rng.normal(tuple(v.shape), std=0.1, dtype=dt) for k, v in params.items()}
+    return common.perturbed_params(rwkv4, cfg, xp, dtype, seed)
 
 
 def step_loop(cfg, params, x, state):
     """``step`` over every time step of ``x`` (B, T, C) -> (B, T, C), final state."""
-    ys = []
-    for t in range(x.shape[1]):
-        y, state = rwkv4.step(cfg, params, x[:, t, :], state)
-        ys.append(y)
-    return namespace(*ys).stack(ys, axis=1), state
-
-
-def assert_states_close(a, b, **kw):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        assert_close(a[key], b[key], **kw)
+    return common.step_loop(rwkv4, cfg, params, x, state)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -110,9 +98,7 @@ def test_split_property(t, split, chunk):
 
 def test_state_numel_matches_init_state(xp):
     for cfg in (SMALL, rwkv4.Config(hidden_size=8, num_hidden_layers=3)):
-        state = rwkv4.init_state(cfg, 3, xp=xp)
-        assert all(v.shape[0] == 3 for v in state.values())
-        assert sum(int(np.prod(v.shape[1:])) for v in state.values()) == rwkv4.state_numel(cfg)
+        assert_state_numel(rwkv4, cfg, xp, 3)
 
 
 def test_init_params_layout(xp):
@@ -159,7 +145,7 @@ def hf_rwkv(tmp_path_factory):
     """
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    pytest.importorskip("safetensors.numpy")
     torch.manual_seed(0)
     hc = transformers.RwkvConfig(
         vocab_size=11,
@@ -169,15 +155,8 @@ def hf_rwkv(tmp_path_factory):
         rescale_every=0,
         context_length=64,
     )
-    model = transformers.RwkvModel(hc)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    model = model.double().eval()
-    folder = tmp_path_factory.mktemp("rwkv4")
-    model.save_pretrained(str(folder))
-    tensors = safetensors_numpy.load_file(str(folder / "model.safetensors"))
-    config_json = json.loads((folder / "config.json").read_text())
+    model = common.perturb_torch(torch, transformers.RwkvModel(hc))
+    tensors, config_json = common.saved_pretrained(model, tmp_path_factory.mktemp("rwkv4"))
     cfg = rwkv4.config_from_checkpoint(tensors, config_json)
     cfg = rwkv4.Config.from_dict({**cfg.to_dict(), "chunk_size": 4})
     return torch, model, cfg, rwkv4.params_from_checkpoint(tensors, cfg)

@@ -14,6 +14,8 @@ from kizzasi_lite.backends.random import Generator
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models import rwkv6
 from tests.conftest import assert_close, rand, tol
+from tests.models import common
+from tests.models.common import assert_state_numel, assert_states_close
 
 SMALL = rwkv6.Config(
     n_embd=16,
@@ -28,25 +30,12 @@ SMALL = rwkv6.Config(
 
 def perturbed_params(cfg, xp, dtype="float32", seed=0):
     """Reference init plus noise on every tensor, so no zero or one can hide a mistake."""
-    rng = Generator(seed, xp)
-    dt = getattr(xp, dtype)
-    params = rwkv6.init_params(cfg, rng, dt)
-    return {k: v + rng.normal(tuple(v.shape), std=0.1, dtype=dt) for k, v in params.items()}
+    return common.perturbed_params(rwkv6, cfg, xp, dtype, seed)
 
 
 def step_loop(cfg, params, x, state):
     """``step`` over every time step of ``x`` (B, T, C) -> (B, T, C), final state."""
-    ys = []
-    for t in range(x.shape[1]):
-        y, state = rwkv6.step(cfg, params, x[:, t, :], state)
-        ys.append(y)
-    return namespace(*ys).stack(ys, axis=1), state
-
-
-def assert_states_close(a, b, **kw):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        assert_close(a[key], b[key], **kw)
+    return common.step_loop(rwkv6, cfg, params, x, state)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -118,10 +107,7 @@ def test_split_property(t, split, chunk):
 
 def test_state_numel_matches_init_state(xp):
     for cfg in (SMALL, rwkv6.Config(n_embd=64, n_layer=3, head_size=16, dim_att=32)):
-        state = rwkv6.init_state(cfg, 3, xp=xp)
-        sizes = [int(np.prod(v.shape[1:])) for v in state.values()]
-        assert all(v.shape[0] == 3 for v in state.values())
-        assert sum(sizes) == rwkv6.state_numel(cfg)
+        assert_state_numel(rwkv6, cfg, xp, 3)
 
 
 def test_init_params_layout(xp):

@@ -14,29 +14,19 @@ from kizzasi_lite.backends.random import Generator
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models import s4d
 from tests.conftest import assert_close, rand
+from tests.models import common
+from tests.models.common import assert_states_close as _assert_states_close
 
 SMALL = s4d.Config(d_model=6, d_state=8, n_layer=2, dt_min=0.01, dt_max=0.5, chunk_size=5)
 
 
 def _perturbed(cfg, xp, dtype, seed=0):
     """Init params with every entry moved, so ones/zeros of the default init hide nothing."""
-    params = s4d.init_params(cfg, Generator(seed, xp), dtype)
-    noise = Generator(seed + 100, xp)
-    return {k: v + noise.normal(tuple(v.shape), std=0.1, dtype=v.dtype) for k, v in params.items()}
+    return common.perturbed_params(s4d, cfg, xp, dtype, seed, std=0.1, noise_seed=seed + 100)
 
 
 def _step_loop(cfg, params, x, state):
-    ys = []
-    for t in range(x.shape[1]):
-        y, state = s4d.step(cfg, params, x[:, t, :], state)
-        ys.append(y)
-    return namespace(*ys).stack(ys, axis=1), state
-
-
-def _assert_states_close(a, b, **kw):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert_close(a[k], b[k], **kw)
+    return common.step_loop(s4d, cfg, params, x, state)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -105,9 +95,8 @@ def test_chunk_size_and_split_do_not_change_the_result(T, chunk, split):
 
 def test_state_numel_matches_init_state(xp):
     cfg = s4d.Config(d_model=5, d_state=6, n_layer=3)
-    state = s4d.init_state(cfg, 1, xp=xp, dtype=xp.float32)
-    assert sum(math.prod(v.shape) for v in state.values()) == s4d.state_numel(cfg) == 3 * 5 * 6
-    assert all(v.shape[0] == 1 for v in state.values())
+    state = common.assert_state_numel(s4d, cfg, xp, 1)
+    assert s4d.state_numel(cfg) == 3 * 5 * 6
     assert all(float(xp.max(xp.abs(v))) == 0.0 for v in state.values())
 
 
@@ -286,17 +275,10 @@ def _reference_modules():
     return torch, S4D, Stack
 
 
-def _perturb_torch(torch, module):
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return module.double().eval()
-
-
 def test_layer_matches_state_spaces_reference(np_xp):
     torch, S4D, _ = _reference_modules()
     torch.manual_seed(0)
-    ref = _perturb_torch(torch, S4D(5, d_state=8, dt_min=0.01, dt_max=0.5))
+    ref = common.perturb_torch(torch, S4D(5, d_state=8, dt_min=0.01, dt_max=0.5))
     params = {"layers.0." + k: v.detach().numpy() for k, v in ref.state_dict().items()}
     u = np.random.default_rng(1).normal(size=(3, 21, 5))
     with torch.no_grad():
@@ -317,7 +299,7 @@ def test_stack_matches_reference_through_safetensors(np_xp, tmp_path):
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     safetensors_torch = pytest.importorskip("safetensors.torch")
     torch.manual_seed(1)
-    ref = _perturb_torch(torch, Stack(6, 8, 2, dt_min=0.01, dt_max=0.5))
+    ref = common.perturb_torch(torch, Stack(6, 8, 2, dt_min=0.01, dt_max=0.5))
     path = tmp_path / "model.safetensors"
     safetensors_torch.save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
     tensors = safetensors_numpy.load_file(str(path))

@@ -15,6 +15,8 @@ from kizzasi_lite.backends.random import Generator
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models import transformer as tr
 from tests.conftest import assert_close, rand
+from tests.models import common
+from tests.models.common import assert_states_close as _assert_states_close
 
 # GQA (4 query heads on 2 kv heads), head_dim != hidden/heads, biases on, window 5, chunks of 3
 SMALL = tr.Config(
@@ -34,23 +36,11 @@ SMALL = tr.Config(
 
 def _params(cfg, xp, dtype, seed=0):
     """Random weights of order one (the default N(0, 0.02) would make attention nearly uniform)."""
-    params = tr.init_params(cfg, Generator(seed, xp), dtype)
-    noise = Generator(seed + 100, xp)
-    return {k: v + noise.normal(tuple(v.shape), std=0.4, dtype=v.dtype) for k, v in params.items()}
+    return common.perturbed_params(tr, cfg, xp, dtype, seed, std=0.4, noise_seed=seed + 100)
 
 
 def _step_loop(cfg, params, x, state):
-    ys = []
-    for t in range(x.shape[1]):
-        y, state = tr.step(cfg, params, x[:, t, :], state)
-        ys.append(y)
-    return namespace(*ys).stack(ys, axis=1), state
-
-
-def _assert_states_close(a, b, **kw):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert_close(a[k], b[k], **kw)
+    return common.step_loop(tr, cfg, params, x, state)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -137,8 +127,7 @@ def test_any_window_chunk_and_split(T, split, chunk, window):
 
 def test_state_numel_matches_init_state(xp):
     cfg = SMALL
-    state = tr.init_state(cfg, 1, xp=xp, dtype=xp.float32)
-    assert sum(math.prod(v.shape) for v in state.values()) == tr.state_numel(cfg)
+    state = common.assert_state_numel(tr, cfg, xp, 1)
     assert tr.state_numel(cfg) == 2 * 2 * 2 * 5 * 6 + 1
     assert state["layers.0.k"].shape == (1, 2, 5, 6) and state["pos"].shape == (1,)
 
@@ -292,7 +281,7 @@ def _float64_llama(monkeypatch, modeling):
 def _llama_reference(tmp_path):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    pytest.importorskip("safetensors.numpy")
     torch.manual_seed(0)
     hf_cfg = transformers.LlamaConfig(
         vocab_size=11,
@@ -308,14 +297,8 @@ def _llama_reference(tmp_path):
         mlp_bias=True,
         max_position_embeddings=16,
     )
-    model = transformers.LlamaModel(hf_cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.4 * torch.randn_like(p))
-    model = model.double().eval()
-    model.save_pretrained(str(tmp_path))
-    tensors = safetensors_numpy.load_file(str(tmp_path / "model.safetensors"))
-    config_json = json.loads((tmp_path / "config.json").read_text())
+    model = common.perturb_torch(torch, transformers.LlamaModel(hf_cfg), scale=0.4)
+    tensors, config_json = common.saved_pretrained(model, tmp_path)
     return torch, model, tensors, config_json
 
 

@@ -1,0 +1,246 @@
+"""Helpers shared by the architecture modules (private to ``kizzasi_lite.models``).
+
+- configs: positive-integer checks, :class:`DictConfig` (the config.json round trip, unknown keys
+  ignored), dtype names;
+- checkpoints: finding and stripping the prefix of a checkpoint's keys, counting its layers,
+  selecting our parameters with their shapes checked (``WeightsError`` names the first missing
+  or mis-shaped key), checking config.json against the sizes the tensors imply;
+- the Mamba family (mamba, mamba2): shared config checks, the ``dt`` bias init, mamba_ssm's
+  config.json names, and the pre-norm residual stack both run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import asdict, fields
+from typing import Any, Self
+
+from kizzasi_lite.backends import dtype_of, namespace
+from kizzasi_lite.errors import ConfigError, WeightsError
+from kizzasi_lite.nn import rms_norm
+
+# ---------------------------------------------------------------------------------------------
+# configs
+
+
+def is_positive_int(value: Any) -> bool:
+    """``value`` is an int (not a bool) >= 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_positive_int(name: str, value: Any) -> None:
+    """Raise ConfigError naming ``name`` unless ``value`` is a positive integer."""
+    if not is_positive_int(value):
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_sizes(cfg: Any, numbers: tuple[str, ...] = ()) -> None:
+    """Every field of ``cfg`` a positive integer, except ``numbers``: positive numbers."""
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if f.name in numbers:
+            if not (isinstance(v, int | float) and v > 0):
+                raise ConfigError(f"{f.name} must be a positive number, got {v!r}")
+        else:
+            check_positive_int(f.name, v)
+
+
+def known_fields(cls: type, d: dict[str, Any], *, drop_none: bool = False) -> dict[str, Any]:
+    """The items of ``d`` that are fields of the dataclass ``cls`` (and not None if asked)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names and not (drop_none and v is None)}
+
+
+class DictConfig:
+    """Base of the frozen Config dataclasses: to and from a dict such as config.json."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (config.json)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        """Build from a dict such as a Hugging Face config.json; unknown keys are ignored."""
+        return cls(**known_fields(cls, d))
+
+
+def resolve_dtype(xp: Any, dtype: Any) -> Any:
+    """``dtype`` as a dtype object of ``xp``: None means float32, names are looked up."""
+    if dtype is None:
+        return xp.float32
+    return dtype_of(xp, dtype) if isinstance(dtype, str) else dtype
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def find_prefix(tensors: dict[str, Any], anchor: str, error: str) -> str:
+    """The prefix before ``anchor`` (``""``, ``"backbone."``...): shortest key that is ``anchor``
+    or ends in ``"." + anchor``. Raises ``WeightsError(error)`` when there is none."""
+    hits = [k for k in tensors if k == anchor or k.endswith("." + anchor)]
+    if not hits:
+        raise WeightsError(error)
+    return min(hits, key=len)[: -len(anchor)]
+
+
+def strip_prefix(tensors: dict[str, Any], anchor: str = "norm_f.weight") -> dict[str, Any]:
+    """The tensors with the prefix before ``anchor`` (e.g. ``"backbone."``) removed."""
+    prefix = find_prefix(tensors, anchor, f"checkpoint has no {anchor!r} tensor (under any prefix)")
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def count_layers(tensors: dict[str, Any]) -> int:
+    """Number of layers ``layers.{i}.*``: they must run from 0 without a gap."""
+    ids = {int(m.group(1)) for k in tensors if (m := re.match(r"layers\.(\d+)\.", k))}
+    if not ids:
+        raise WeightsError("checkpoint has no 'layers.{i}.*' tensors")
+    if ids != set(range(len(ids))):
+        missing = min(set(range(max(ids) + 1)) - ids)
+        raise WeightsError(f"checkpoint lacks layer {missing} ('layers.{missing}.*')")
+    return len(ids)
+
+
+def need(tensors: dict[str, Any], key: str) -> Any:
+    """``tensors[key]``, or WeightsError naming the missing key."""
+    if key not in tensors:
+        raise WeightsError(f"checkpoint is missing {key!r}")
+    return tensors[key]
+
+
+def select_params(
+    tensors: dict[str, Any],
+    shapes: dict[str, tuple[int, ...]],
+    prefix: str = "",
+    *,
+    reshape_unit_axes: bool = False,
+) -> dict[str, Any]:
+    """Our params ``{name: tensors[prefix + name]}`` for every name of ``shapes``, checked.
+
+    Raises WeightsError at the first missing or mis-shaped key, with the shape expected. With
+    ``reshape_unit_axes``, a tensor that differs from its shape only by axes of size 1 (e.g.
+    (C,) for (1, 1, C)) is reshaped. The arrays are returned as given otherwise.
+    """
+    out = {}
+    for name, shape in shapes.items():
+        key = prefix + name
+        if key not in tensors:
+            raise WeightsError(f"checkpoint is missing {key!r} (expected shape {shape})")
+        t = tensors[key]
+        got = tuple(t.shape)
+        if got != shape:
+            squeezed = [d for d in got if d != 1] == [d for d in shape if d != 1]
+            if not (reshape_unit_axes and squeezed):
+                raise WeightsError(f"{key!r} has shape {got}, expected shape {shape}")
+            t = namespace(t).reshape(t, shape)
+        out[name] = t
+    return out
+
+
+def merge_found(config_json: dict | None, found: dict[str, int]) -> dict[str, Any]:
+    """config.json with the integer sizes ``found`` in the tensors; where it states one, they
+    must agree (else WeightsError naming the field)."""
+    d = dict(config_json or {})
+    for name, value in found.items():
+        if name in d and int(d[name]) != int(value):
+            raise WeightsError(f"config.json says {name}={d[name]} but the weights have {value}")
+        d[name] = int(value)
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# the Mamba family (mamba, mamba2)
+
+
+def check_mamba_common(cfg: Any) -> None:
+    """Checks of the fields both Mamba configs share."""
+    if cfg.hidden_act != "silu":
+        raise ConfigError(f"hidden_act must be 'silu', got {cfg.hidden_act!r}")
+    if not cfg.layer_norm_epsilon > 0:
+        raise ConfigError(f"layer_norm_epsilon must be > 0, got {cfg.layer_norm_epsilon!r}")
+    if not 0 < cfg.time_step_min <= cfg.time_step_max:
+        raise ConfigError(
+            f"time_step_min must satisfy 0 < time_step_min <= time_step_max, "
+            f"got {cfg.time_step_min!r} and {cfg.time_step_max!r}"
+        )
+    if not cfg.time_step_floor >= 0:
+        raise ConfigError(f"time_step_floor must be >= 0, got {cfg.time_step_floor!r}")
+
+
+def inverse_softplus_dt(cfg: Any, rng: Any, n: int, dtype: Any) -> Any:
+    """Bias whose softplus is a log-uniform ``dt`` in [time_step_min, time_step_max], floored."""
+    xp = rng.xp
+    lo, hi = math.log(cfg.time_step_min), math.log(cfg.time_step_max)
+    u = rng.uniform((n,), dtype=dtype)  # (n,)
+    floor = xp.full((n,), cfg.time_step_floor, dtype=dtype)  # (n,)
+    dt = xp.maximum(xp.exp(u * (hi - lo) + lo), floor)  # (n,)
+    return dt + xp.log(-xp.expm1(-dt))  # (n,)
+
+
+# state-spaces/mamba (mamba_ssm) config.json names -> Hugging Face names
+MAMBA_SSM_NAMES = {
+    "d_model": "hidden_size",
+    "n_layer": "num_hidden_layers",
+    "d_state": "state_size",
+    "d_conv": "conv_kernel",
+    "expand": "expand",
+    "dt_rank": "time_step_rank",
+    "headdim": "head_dim",
+    "ngroups": "n_groups",
+    "chunk_size": "chunk_size",
+    "norm_before_gate": "norm_before_gate",
+    "dt_min": "time_step_min",
+    "dt_max": "time_step_max",
+    "dt_init_floor": "time_step_floor",
+    "dt_limit": "time_step_limit",
+    "bias": "use_bias",
+    "conv_bias": "use_conv_bias",
+}
+
+
+def hf_names(config_json: dict | None) -> dict[str, Any]:
+    """config.json with mamba_ssm's names (``d_model``, ``ssm_cfg``...) translated to HF's."""
+    d = dict(config_json or {})
+    ssm_cfg = d.pop("ssm_cfg", None) or {}
+    if d.get("d_intermediate") or d.get("attn_layer_idx"):
+        raise ConfigError("d_intermediate / attn_layer_idx: MLP and attention blocks unsupported")
+    if ssm_cfg.get("D_has_hdim") or ssm_cfg.get("rmsnorm") is False:
+        raise ConfigError("ssm_cfg: D_has_hdim=True and rmsnorm=False are not supported")
+    for old, new in MAMBA_SSM_NAMES.items():
+        for src in (d, ssm_cfg):
+            if old in src and new not in d:
+                d[new] = src[old]
+    return d
+
+
+def merge_checked(cls: type, config_json: dict | None, inferred: dict[str, Any]) -> Any:
+    """``cls`` from config_json with the fields inferred from the tensors; they must agree."""
+    given = hf_names(config_json)
+    for name, value in inferred.items():
+        said = given.get(name, "auto")  # absent, or "auto" (time_step_rank): nothing to check
+        if said != "auto" and said != value:
+            raise WeightsError(
+                f"config.json says {name}={said!r} but the checkpoint tensors imply "
+                f"{name}={value!r}"
+            )
+    return cls.from_dict({**given, **inferred})  # type: ignore[attr-defined]
+
+
+def run_mamba_stack(
+    cfg: Any, params: dict[str, Any], x: Any, state: dict[str, Any], mixer: Any
+) -> tuple[Any, dict[str, Any]]:
+    """``h <- h + mixer(RMSNorm(h))`` per layer, then ``norm_f``; ``x`` (B, [T,] D).
+
+    ``mixer(cfg, params, i, u, conv, ssm) -> (out, conv, ssm)`` is one layer's mixer, the
+    sequence or the single-step one; each layer's state is ``layers.{i}.conv`` and ``.ssm``.
+    """
+    eps = cfg.layer_norm_epsilon
+    h, new_state = x, {}
+    for i in range(cfg.num_hidden_layers):
+        conv, ssm = state[f"layers.{i}.conv"], state[f"layers.{i}.ssm"]
+        u = rms_norm(h, params[f"layers.{i}.norm.weight"], eps)  # (B, [T,] D)
+        out, conv, ssm = mixer(cfg, params, i, u, conv, ssm)
+        h = h + out  # (B, [T,] D)
+        new_state[f"layers.{i}.conv"], new_state[f"layers.{i}.ssm"] = conv, ssm
+    return rms_norm(h, params["norm_f.weight"], eps), new_state

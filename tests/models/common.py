@@ -1,0 +1,70 @@
+"""Helpers shared by the architecture tests: ``arch`` is a module of ``kizzasi_lite.models``."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from kizzasi_lite.backends import namespace
+from kizzasi_lite.backends.random import Generator
+from tests.conftest import assert_close, rand
+
+
+def perturbed_params(arch, cfg, xp, dtype, seed=0, *, std=0.1, noise_seed=None):
+    """``arch.init_params`` plus N(0, std) noise, so that no 0/1 of the default init hides a
+    mistake. The noise comes from the init's generator, or from ``Generator(noise_seed)``."""
+    rng = Generator(seed, xp)
+    params = arch.init_params(cfg, rng, dtype)
+    noise = rng if noise_seed is None else Generator(noise_seed, xp)
+    return {k: v + noise.normal(tuple(v.shape), std=std, dtype=v.dtype) for k, v in params.items()}
+
+
+def random_state(arch, xp, cfg, batch, dtype, seed=5):
+    """A state of ``arch.init_state``'s keys and shapes, filled with uniform random numbers."""
+    zeros = arch.init_state(cfg, batch, xp=xp, dtype=getattr(xp, dtype))
+    return {
+        k: rand(xp, tuple(v.shape), seed=seed + j, dtype=dtype)
+        for j, (k, v) in enumerate(zeros.items())
+    }
+
+
+def step_loop(arch, cfg, params, x, state):
+    """``arch.step`` over every time step of ``x`` (B, T, D) -> (B, T, D), final state."""
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = arch.step(cfg, params, x[:, t, :], state)
+        ys.append(y)
+    return namespace(*ys).stack(ys, axis=1), state
+
+
+def assert_states_close(a, b, **kw):
+    """Same keys, and every array close (``assert_close``'s keywords)."""
+    assert sorted(a) == sorted(b)
+    for key in a:
+        assert_close(a[key], b[key], **kw)
+
+
+def assert_state_numel(arch, cfg, xp, batch):
+    """``arch.state_numel(cfg)`` counts the numbers of one stream of ``init_state``."""
+    state = arch.init_state(cfg, batch, xp=xp, dtype=xp.float32)
+    assert all(v.shape[0] == batch for v in state.values())
+    assert sum(math.prod(v.shape[1:]) for v in state.values()) == arch.state_numel(cfg)
+    return state
+
+
+def perturb_torch(torch, module, scale=0.1):
+    """A torch reference ``module`` with N(0, scale) added to every parameter, in float64."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return module.double().eval()
+
+
+def saved_pretrained(model, folder):
+    """``model.save_pretrained(folder)`` read back: (NumPy tensors, config.json as a dict)."""
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    model.save_pretrained(str(folder))
+    tensors = safetensors_numpy.load_file(str(folder / "model.safetensors"))
+    return tensors, json.loads((folder / "config.json").read_text())
