@@ -71,3 +71,16 @@ def test_robotics_guardrails(tmp_path):
     assert np.all(r["guarded"] >= lo - 1e-9) and np.all(r["guarded"] <= hi + 1e-9)
     assert r["max_step"] <= mod.MAX_SPEED * (1 + 1e-9)
     assert r["raw_outside"] > 0 and r["moved"] > 0  # the limits did have work to do
+
+
+def test_ett_benchmark_small(tmp_path):
+    out = tmp_path / "ett.json"
+    r = load("ett_benchmark").main(
+        ["--horizons", "24", "--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "32",
+         "--hidden", "16", "--quiet", "--json", str(out)]
+    )  # fmt: skip
+    row = r["rows"][0]
+    assert out.is_file() and row["horizon"] == 24
+    # the model starts at the least-squares highway, so even 3 steps keep it near the baseline
+    assert row["kizzasi"][0] < 0.5 * row["repeat_last"][0]
+    assert row["linear"][0] < row["repeat_last"][0]
