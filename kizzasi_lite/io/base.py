@@ -157,7 +157,8 @@ class Source:
         return self
 
     def _rows(self) -> Iterator[np.ndarray]:
-        raise NotImplementedError
+        """Yield the rows of the source (each format's subclass defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _rows() (abstract)")
 
     def __iter__(self) -> Iterator[np.ndarray]:
         index = getattr(self, "_index", None)
@@ -192,7 +193,8 @@ class Sink:
         self.rows_written += 1
 
     def _write(self, row: Sequence[float]) -> None:
-        raise NotImplementedError
+        """Write one validated row (each format's subclass defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} must define _write() (abstract)")
 
     def _finish(self) -> None:
         """Flush and close the underlying file (before the rename)."""

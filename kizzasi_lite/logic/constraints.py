@@ -100,7 +100,7 @@ class Constraint:
 
     def violation(self, y: Any, previous: Any = None, *, squared: bool = False) -> Any:
         """The hinge violation of every stream: ``y`` (..., C) -> (...,). Zero when satisfied."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define violation() (abstract)")
 
     def to_dict(self) -> dict:
         """A JSON-ready description (non-finite floats as the strings "inf" / "-inf")."""
