@@ -4,7 +4,7 @@ Two ways to see H steps ahead with one model (ETTh1, all 7 channels, look-back 9
 
 - **direct**: ``fit(objective="forecast")`` trains a head that maps the look-back window to all H
   future steps at once (a linear map of the window, started at its least-squares optimum, plus
-  a correction from the backbone's last state; ``revin`` normalizes each window by itself).
+  a correction from the backbone run over patch tokens; ``revin`` normalizes each window by itself).
 - **roll-out**: the next-step model feeds its own predictions back in, H times; errors compound.
 
 Both are scored on every test origin (stride ``--stride``) beside repeating the last value.

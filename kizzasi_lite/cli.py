@@ -98,6 +98,10 @@ def _add_fit(subs: argparse._SubParsersAction) -> None:
     m.add_argument("--forecast-horizon", type=_positive_int, metavar="H",
                    help="also train a direct H-step forecast head")  # fmt: skip
     m.add_argument("--lookback", type=_positive_int, default=96, help="forecast look-back window")
+    m.add_argument("--patch", type=_positive_int, default=8,
+                   help="samples per backbone token in the forecast head (PatchTST-style)")  # fmt: skip
+    m.add_argument("--revin", action="store_true",
+                   help="normalize each forecast window by its own mean and std (RevIN)")  # fmt: skip
     m.add_argument("--dtype", choices=["float32", "float64"])
     m.add_argument("--backend", help="array backend: numpy, array_api_strict, mlx, cupy")
     m.add_argument("--guardrails", metavar="FILE", help="guardrails JSON saved with the model")

@@ -109,6 +109,8 @@ def build_config(args: Namespace, sig: Signal) -> KizzasiConfig:
     if args.forecast_horizon:
         over["forecast_horizon"] = args.forecast_horizon
         over["forecast_lookback"] = args.lookback
+        over["forecast_patch"] = args.patch
+        over["revin"] = args.revin
     if args.preset == "audio":
         rate = int(sig.samplerate or 16000)
         return PRESETS["audio"](max(rate, 1000), **{"input_dim": channels, **over})

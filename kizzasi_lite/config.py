@@ -46,6 +46,7 @@ _POSITIVE_INTS = (
     "chunk_size",
     "ffn_mult",
     "forecast_lookback",
+    "forecast_patch",
 )
 
 
@@ -68,9 +69,11 @@ class KizzasiConfig:
 
     Heads: ``head`` is ``"point"`` (the next sample) or ``"gaussian"`` (mean and standard deviation
     per channel); ``forecast_horizon`` > 0 adds the direct multi-horizon head used by
-    :meth:`~kizzasi_lite.Kizzasi.forecast`, with a linear autoregressive skip over the look-back
-    window of ``forecast_lookback`` samples (LSTNet's "highway"); ``revin`` normalizes each forecast window by its own mean and
-    standard deviation (reversible instance normalization, Kim et al. ICLR 2022).
+    :meth:`~kizzasi_lite.Kizzasi.forecast`: a linear map of the look-back window of
+    ``forecast_lookback`` samples per channel (LSTNet's "highway") plus a correction from the
+    backbone run over patch tokens of ``forecast_patch`` samples (PatchTST's tokens); ``revin``
+    normalizes each forecast window by its own mean and standard deviation (reversible instance
+    normalization, Kim et al. ICLR 2022).
     """
 
     model_type: ModelType = ModelType.MAMBA2
@@ -93,6 +96,7 @@ class KizzasiConfig:
     head: str = "point"
     forecast_horizon: int = 0
     forecast_lookback: int = 96
+    forecast_patch: int = 8
     revin: bool = False
     extra: dict = field(default_factory=dict)
 

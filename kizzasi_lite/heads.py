@@ -10,8 +10,10 @@ Parameters (keys of the flat dict, shapes)::
     in_proj.weight (D, Din), in_proj.bias (D,)
     backbone.<architecture keys>
     head.weight (K * Dout, D), head.bias (K * Dout,)     K = 1 (point) or 2 (gaussian: mean, scale)
-    forecast.weight (H * Dout, D), forecast.bias (H * Dout,)          when forecast_horizon H > 0
-    forecast.highway.weight (H, L), forecast.highway.bias (H,)        L = forecast_lookback
+    when forecast_horizon H > 0, with L = forecast_lookback, P = forecast_patch, N = ceil(L / P):
+    forecast.embed.weight (D, P * Din), forecast.embed.bias (D,)     patch tokens -> backbone
+    forecast.weight (H * Dout, N * D), forecast.bias (H * Dout,)     flattened token states -> H
+    forecast.highway.weight (H, L), forecast.highway.bias (H,)      per-channel linear map
 """
 
 from __future__ import annotations
@@ -80,13 +82,16 @@ def _heads(params: dict, h: Any, z: Any, residual: bool, gaussian: bool) -> tupl
 
 
 def forecast_direct(
-    arch: str, cfg: Any, params: dict, z_window: Any, state: dict, *, revin: bool
+    arch: str, cfg: Any, params: dict, z_window: Any, state: dict, *, patch: int, revin: bool
 ) -> Any:
     """Direct multi-horizon forecast from a look-back window.
 
     ``z_window`` (B, L, C) in z units, with C == Dout (the highway works per channel). Returns
-    (B, H, C): a linear map of the (instance-normalized) window per channel plus a correction from
-    the backbone's last hidden state.
+    (B, H, C): a linear map of the (instance-normalized) window per channel, plus a correction
+    read from the backbone's states over patch tokens (PatchTST's tokens and flatten head, Nie et
+    al. ICLR 2023): the window is cut into N = ceil(L / P) patches of ``patch`` samples (the
+    first sample repeated in front when P does not divide L), each patch of all channels is one
+    token, and the N token states, flattened, map linearly to the H x C correction.
     """
     xp = namespace(z_window)
     b, length, c = z_window.shape
@@ -97,16 +102,22 @@ def forecast_direct(
         u = (z_window - mu) / sd  # (B, L, C)
     else:
         u = z_window
-    mod = architecture(arch)
-    h, _ = mod.forward(cfg, backbone_params(params), _embed(params, u), state)  # (B, L, D)
+    n_tok = -(-length // patch)
+    pad = n_tok * patch - length
+    padded = u
+    if pad:
+        padded = xp.concat([xp.broadcast_to(u[:, :1, :], (b, pad, c)), u], axis=1)
+    tokens = xp.reshape(padded, (b, n_tok, patch * c))  # (B, N, P*C), time-major inside a patch
+    emb = linear(tokens, params["forecast.embed.weight"], params["forecast.embed.bias"])
+    h, _ = architecture(arch).forward(cfg, backbone_params(params), emb, state)  # (B, N, D)
+    xp = namespace(h, u)  # an autodiff namespace when either carries gradients
+    flat = xp.reshape(h, (b, n_tok * h.shape[-1]))  # (B, N*D)
     w = params["forecast.highway.weight"]  # (H, L)
     horizon = w.shape[0]
-    u_t = xp.permute_dims(u, (0, 2, 1))  # (B, C, L)
-    highway = linear(u_t, w, params["forecast.highway.bias"])  # (B, C, H)
-    corr = linear(h[:, -1, :], params["forecast.weight"], params["forecast.bias"])  # (B, H*C)
-    xp = namespace(highway, corr)  # an autodiff namespace when either carries gradients
-    highway = xp.permute_dims(highway, (0, 2, 1))  # (B, H, C)
-    pred = highway + xp.reshape(corr, (b, horizon, c))  # (B, H, C)
+    highway = linear(xp.permute_dims(u, (0, 2, 1)), w, params["forecast.highway.bias"])  # (B, C, H)
+    corr = linear(flat, params["forecast.weight"], params["forecast.bias"])  # (B, H*C)
+    xp = namespace(highway, corr)
+    pred = xp.permute_dims(highway, (0, 2, 1)) + xp.reshape(corr, (b, horizon, c))  # (B, H, C)
     if revin:
         pred = pred * sd + mu
     return pred

@@ -82,7 +82,13 @@ class Kizzasi:
         }
         if c.forecast_horizon:
             h, lb = c.forecast_horizon, c.forecast_lookback
-            params["forecast.weight"] = xp.zeros((h * dout, d), dtype=dt)
+            n_tok, patch_in = -(-lb // c.forecast_patch), c.forecast_patch * din
+            params["forecast.embed.weight"] = rng.normal(
+                (d, patch_in), std=patch_in**-0.5, dtype=dt
+            )
+            params["forecast.embed.bias"] = rng.normal((d,), dtype=dt)  # as in_proj.bias
+            # a zero correction: the untrained forecast is the highway alone
+            params["forecast.weight"] = xp.zeros((h * dout, n_tok * d), dtype=dt)
             params["forecast.bias"] = xp.zeros((h * dout,), dtype=dt)
             last = [[1.0 if j == lb - 1 else 0.0 for j in range(lb)] for _ in range(h)]
             params["forecast.highway.weight"] = xp.asarray(last, dtype=dt)  # repeat-last start
@@ -365,12 +371,18 @@ class Kizzasi:
         if xb.shape[1] < lb:
             raise InputError(f"history needs at least {lb} samples, got {xb.shape[1]}")
         z = heads.standardize(self.params, xb[:, xb.shape[1] - lb :, :])
-        pred = heads.forecast_direct(
-            self.arch, self.backbone_config, self.params, z, self.zero_state(xb.shape[0]),
-            revin=c.revin,
-        )  # fmt: skip
+        pred = self._forecast_z(self.params, z)
         y = to_numpy(heads.unstandardize(self.params, pred[:, :h, :]))
         return y[0] if unbatched else y
+
+    def _forecast_z(self, params: dict, z: Any) -> Any:
+        """The forecast head on a standardized window (B, L, C) -> (B, H, C); fit calls it with
+        autodiff tensors in ``params``."""
+        c = self.config
+        return heads.forecast_direct(
+            self.arch, self.backbone_config, params, z, self.zero_state(z.shape[0]),
+            patch=c.forecast_patch, revin=c.revin,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ learning
     def fit(self, series: Any, **options: Any) -> dict[str, list]:

@@ -196,8 +196,9 @@ def _set_normalizer(model: Any, train: list[np.ndarray]) -> None:
 
 def _init_highway(model: Any, train: list[np.ndarray], stride: int) -> None:
     """Start the forecast head's linear highway at its least-squares optimum on the training
-    windows (instance-normalized when ``revin``), so gradient steps only have to learn what a
-    linear map of the window cannot: the backbone's correction."""
+    windows (instance-normalized when ``revin``, then weighted so that the fit minimizes the error
+    in z units), so gradient steps only have to learn what a linear map of the window cannot:
+    the backbone's correction."""
     c = model.config
     lb, h = c.forecast_lookback, c.forecast_horizon
     mean, std = (_np(model.params[f"normalizer.{k}"]) for k in ("mean", "std"))
@@ -209,13 +210,17 @@ def _init_highway(model: Any, train: list[np.ndarray], stride: int) -> None:
             idx = starts[a : a + 4096, None] + np.arange(lb + h)[None, :]
             w = np.moveaxis(z[idx], 2, 1).reshape(-1, lb + h)  # (n * C, L + H) per channel
             x, y = w[:, :lb], w[:, lb:]
+            weight = np.ones((len(x), 1))
             if c.revin:
                 mu = x.mean(axis=1, keepdims=True)
                 sd = np.sqrt(x.var(axis=1, keepdims=True) + heads.REVIN_EPS)
                 x, y = (x - mu) / sd, (y - mu) / sd
+                # the error is measured after de-normalization (times sd): weight by sd^2, or the
+                # near-constant windows (tiny sd) dominate the fit
+                weight = sd * sd
             xa = np.concatenate([x, np.ones((len(x), 1))], axis=1)  # (n, L + 1)
-            gram += xa.T @ xa
-            cross += xa.T @ y
+            gram += xa.T @ (weight * xa)
+            cross += xa.T @ (weight * y)
     if not gram[-1, -1]:
         return
     sol = np.linalg.solve(gram + 1e-6 * np.eye(lb + 1) * max(1.0, np.trace(gram) / (lb + 1)), cross)
@@ -248,7 +253,9 @@ class _Task:
         self.state: dict[str, Any] | None = None
 
     def trainable_keys(self) -> list[str]:
-        skip = ("normalizer.", "head." if self.objective == "forecast" else "forecast.")
+        skip = ("normalizer.", "forecast.")
+        if self.objective == "forecast":  # the forecast head embeds its own patch tokens
+            skip = ("normalizer.", "head.", "in_proj.")
         return [k for k in self.model.params if not k.startswith(skip)]
 
     def _z(self, x: np.ndarray) -> np.ndarray:
@@ -328,13 +335,9 @@ class _Task:
         xb = m._to_backend(batch)
         if self.objective == "forecast":
             lb = m.config.forecast_lookback
-            state = m.zero_state(batch.shape[0])
 
             def fn(p):
-                pred = heads.forecast_direct(
-                    m.arch, m.backbone_config, {**const, **p}, xb[:, :lb, :], state,
-                    revin=m.config.revin,
-                )  # fmt: skip
+                pred = m._forecast_z({**const, **p}, xb[:, :lb, :])
                 return LOSSES[self.loss](pred, xb[:, lb:, :])
 
             value, grads = value_and_grad(fn, {k: m.params[k] for k in keys})
@@ -390,10 +393,7 @@ def forecast_mse(
         for a in range(0, len(starts), batch):
             win = np.stack([z[t : t + lb + h] for t in starts[a : a + batch]])  # (b, lb+h, D)
             xb = model._to_backend(win)
-            pred = heads.forecast_direct(
-                model.arch, model.backbone_config, model.params, xb[:, :lb, :],
-                model.zero_state(win.shape[0]), revin=c.revin,
-            )  # fmt: skip
+            pred = model._forecast_z(model.params, xb[:, :lb, :])
             err = _np(pred) - win[:, lb:, :]
             total += float(np.sum(err * err))
             count += err.size

@@ -62,3 +62,30 @@ def test_every_parameter_gradient_matches_finite_differences(mt, path):
         eps=1e-5,  # small enough that no step crosses a ReLU kink of the channel mixes
         keys=[key for key in trainable if not key.startswith("normalizer")],
     )
+
+
+@pytest.mark.parametrize("mt", [ModelType.MAMBA2, ModelType.S4D])
+@pytest.mark.parametrize(("patch", "revin"), [(3, True), (4, False)])
+def test_forecast_head_gradient_matches_finite_differences(mt, patch, revin):
+    """Through patch tokens (10 samples in patches of 3: two repeated in front), RevIN, the
+    flatten head and the highway."""
+    k = Kizzasi(
+        KizzasiConfig(
+            model_type=mt, input_dim=2, hidden_dim=8, state_dim=4, num_layers=1, head_dim=8,
+            chunk_size=2, dtype="float64", forecast_horizon=3, forecast_lookback=10,
+            forecast_patch=patch, revin=revin, seed=2,
+        )
+    )  # fmt: skip
+    rng = np.random.default_rng(1)
+    p0 = {
+        key: k.xp.asarray(np.asarray(v) + 0.1 * rng.normal(size=v.shape))
+        for key, v in k.params.items()
+        if key.startswith(("forecast.", "backbone."))
+    }
+    z = k.xp.asarray(rng.normal(size=(3, 13, 2)))
+    const = {key: v for key, v in k.params.items() if key not in p0}
+
+    def loss(p):
+        return mse(k._forecast_z({**const, **p}, z[:, :10]), z[:, 10:])
+
+    check_grad(loss, p0, entries=2, rtol=1e-5, eps=1e-5)
