@@ -23,16 +23,51 @@ BACKENDS = ("numpy", "array_api_strict", "mlx", "cupy")
 DEFAULT_BACKEND = "numpy"
 
 
+# array type -> its namespace, filled by namespace() (the lookup costs microseconds, and a step
+# of a small model makes hundreds of them)
+_NAMESPACE_OF_TYPE: dict[type, Any] = {}
+_SCALARS = (int, float, complex, bool, type(None))
+
+
 def namespace(*arrays: Any) -> Any:
     """Return the array API namespace shared by ``arrays`` (Python scalars and None are ignored)."""
-    arrays = tuple(a for a in arrays if a is not None and not isinstance(a, int | float | complex))
+    xp = None
+    for a in arrays:  # the fast path: arrays of types seen before, all of one namespace
+        t = type(a)
+        if t in _SCALARS:
+            continue
+        found = _NAMESPACE_OF_TYPE.get(t)
+        if found is None or (xp is not None and found is not xp):
+            return _namespace_slow(arrays)  # autodiff tensors (never cached) go this way too
+        xp = found
+    return xp if xp is not None else _namespace_slow(arrays)
+
+
+def _namespace_slow(arrays: tuple[Any, ...]) -> Any:
+    """:func:`namespace` through ``array_api_compat``; remembers the namespace of each type."""
+    arrays = tuple(a for a in arrays if not isinstance(a, _SCALARS))
     for a in arrays:  # autodiff tensors win over the plain arrays they are mixed with
         if getattr(type(a), "__kizzasi_tensor__", False):
             return a.ns
     xp = array_api_compat.array_namespace(*arrays)
     if getattr(xp, "__name__", "") == "mlx.core":
-        return get_namespace("mlx")
+        xp = get_namespace("mlx")
+    if len({type(a) for a in arrays}) == 1:
+        _NAMESPACE_OF_TYPE[type(arrays[0])] = xp
     return xp
+
+
+def loops_are_cheap(*arrays: Any) -> bool:
+    """Whether a Python loop over time steps suits ``arrays``: plain arrays of a NumPy-backed
+    namespace (numpy, array_api_strict), evaluated eagerly on the CPU.
+
+    Models use it to pick an inference-only blocked recurrence (tested equal to the general
+    path). It is False for autodiff tensors (gradients go through the chunked form) and for the
+    device backends (cupy, mlx), where each small operation is a kernel launch or a graph node.
+    """
+    if any(getattr(type(a), "__kizzasi_tensor__", False) for a in arrays):
+        return False
+    return backend_name(namespace(*arrays)) in ("numpy", "array_api_strict")
 
 
 @cache
@@ -136,5 +171,6 @@ __all__ = [
     "from_numpy",
     "get_namespace",
     "namespace",
+    "loops_are_cheap",
     "to_numpy",
 ]

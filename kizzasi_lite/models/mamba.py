@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from kizzasi_lite.backends import namespace
+from kizzasi_lite.backends import loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
@@ -60,7 +60,8 @@ class Config(DictConfig):
     """Mamba hyper-parameters, named as in transformers' ``MambaConfig`` (config.json).
 
     ``time_step_rank="auto"`` resolves to ``ceil(hidden_size / 16)``. ``chunk_size`` (ours, not
-    in MambaConfig) is the chunk length of the scan in :func:`forward`; it changes rounding only.
+    in MambaConfig) is the chunk length of the scan in :func:`forward` (the block length of its
+    inference path); it changes rounding only.
     ``residual_in_fp32`` is accepted for compatibility and ignored: we compute in one dtype.
     """
 
@@ -217,6 +218,49 @@ def _selective_params(cfg: Config, params: dict[str, Any], p: str, xs: Any) -> t
     return dt, bm, cm  # (..., Di), (..., N), (..., N)
 
 
+def _ssm_chunked(
+    xs: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, chunk: int
+) -> tuple[Any, Any]:
+    """The selective SSM over a sequence by the chunked scan (the path gradients go through).
+
+    ``xs``, ``dt`` (B, T, Di); ``a`` (Di, N); ``bm``, ``cm`` (B, T, N); ``h0`` (B, Di, N).
+    Returns ``y_t = C_t h_t`` (B, T, Di) and the last state, with
+    ``h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_t``. Builds every state (B, T, Di, N) at once.
+    """
+    xp = namespace(xs)
+    da = xp.exp(dt[..., None] * a)  # (B, T, Di, N)
+    dbx = (dt * xs)[..., None] * bm[:, :, None, :]  # (B, T, Di, N)
+    hs, h_last = scan_chunked(da, dbx, h0, chunk=chunk)  # (B, T, Di, N), (B, Di, N)
+    return (hs @ cm[..., None])[..., 0], h_last  # (B, T, Di), (B, Di, N)
+
+
+def _ssm_blocked(
+    xs: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int
+) -> tuple[Any, Any]:
+    """:func:`_ssm_chunked` step by step, over blocks of ``block`` steps (inference path).
+
+    Each block computes its decays and inputs at once (B, L, Di, N), runs the recurrence one
+    step at a time (two array ops per step, no log-depth doubling) and reads its states out with
+    one matmul, so no (B, T, Di, N) array is built. Not for autodiff: the gradient of each
+    per-step slice would be padded to the whole block.
+    """
+    xp = namespace(xs)
+    h, ys = h0, []
+    for t0 in range(0, xs.shape[1], block):
+        t1 = min(t0 + block, xs.shape[1])
+        dtb = dt[:, t0:t1, :, None]  # (B, L, Di, 1)
+        da = xp.exp(dtb * a)  # (B, L, Di, N)
+        dbx = dtb * xs[:, t0:t1, :, None] * bm[:, t0:t1, None, :]  # (B, L, Di, N)
+        hs = []
+        for j in range(t1 - t0):
+            h = da[:, j, ...] * h + dbx[:, j, ...]  # (B, Di, N)
+            hs.append(h)
+        ys.append((xp.stack(hs, axis=1) @ cm[:, t0:t1, :, None])[..., 0])  # (B, L, Di)
+    if not ys:
+        return xs, h0
+    return xp.concat(ys, axis=1), h  # (B, T, Di), (B, Di, N)
+
+
 def _mixer_seq(
     cfg: Config, params: dict[str, Any], i: int, u: Any, conv: Any, ssm: Any
 ) -> tuple[Any, Any, Any]:
@@ -229,10 +273,8 @@ def _mixer_seq(
     xs = silu(xs)  # (B, T, Di)
     dt, bm, cm = _selective_params(cfg, params, p, xs)
     a = -xp.exp(params[p + "A_log"])  # (Di, N)
-    da = xp.exp(xp.expand_dims(dt, axis=-1) * a)  # (B, T, Di, N)
-    dbx = xp.expand_dims(dt * xs, axis=-1) * xp.expand_dims(bm, axis=2)  # (B, T, Di, N)
-    hs, ssm = scan_chunked(da, dbx, ssm, chunk=cfg.chunk_size)  # (B, T, Di, N), (B, Di, N)
-    y = xp.matmul(hs, xp.expand_dims(cm, axis=-1))[..., 0]  # (B, T, Di)
+    scan = _ssm_blocked if loops_are_cheap(xs) else _ssm_chunked
+    y, ssm = scan(xs, dt, a, bm, cm, ssm, cfg.chunk_size)  # (B, T, Di), (B, Di, N)
     y = (y + xs * params[p + "D"]) * silu(z)  # (B, T, Di)
     out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, T, D)
     return out, conv, ssm
@@ -251,10 +293,9 @@ def _mixer_step(
     xs = silu(xs)  # (B, Di)
     dt, bm, cm = _selective_params(cfg, params, p, xs)
     a = -xp.exp(params[p + "A_log"])  # (Di, N)
-    da = xp.exp(xp.expand_dims(dt, axis=-1) * a)  # (B, Di, N)
-    dbx = xp.expand_dims(dt * xs, axis=-1) * xp.expand_dims(bm, axis=1)  # (B, Di, N)
-    ssm = da * ssm + dbx  # (B, Di, N)
-    y = xp.matmul(ssm, xp.expand_dims(cm, axis=-1))[..., 0]  # (B, Di)
+    da = xp.exp(dt[..., None] * a)  # (B, Di, N)
+    ssm = da * ssm + (dt * xs)[..., None] * bm[:, None, :]  # (B, Di, N)
+    y = (ssm @ cm[..., None])[..., 0]  # (B, Di)
     y = (y + xs * params[p + "D"]) * silu(z)  # (B, Di)
     out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, D)
     return out, conv, ssm

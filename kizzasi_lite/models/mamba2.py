@@ -25,7 +25,9 @@ A layer is ``h <- h + out_proj(mixer(RMSNorm(h)))``; the output is ``norm_f(h)``
 The sequence path is the chunked SSD algorithm of ``ssd_minimal.py``: (1) intra-chunk outputs as
 masked matmuls ``(C B^T o L) X``, (2) the state each chunk produces, (3) the recurrence of the
 states across chunk boundaries (a scan over chunks), (4) the output of the carried-in state.
-The step path is the O(1) recurrence.
+That is the path gradients and the device backends go through; at inference on NumPy-backed
+arrays, ``forward`` runs the recurrence itself in blocks of ``chunk_size`` steps (``ssd_blocked``,
+tested equal): on a CPU it does less work than the ``Q x Q`` masks of SSD. The step path is the O(1) recurrence.
 
 References:
 
@@ -43,7 +45,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from kizzasi_lite.backends import namespace
+from kizzasi_lite.backends import loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
@@ -329,19 +331,57 @@ def ssd_chunked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, chunk: int) 
     return y, h_last
 
 
+def ssd_blocked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int) -> tuple[Any, Any]:
+    """:func:`ssd_chunked`'s result by the recurrence, over blocks of ``block`` steps (inference).
+
+    Same arguments and result. Each block computes its decays and inputs at once, runs the
+    recurrence one step at a time (two array ops per step: no ``Q x Q`` masks, no ``exp`` of a
+    segment sum) and reads its states out with one matmul. The running state is kept as
+    (B, G, N, R*P), a transposed view of (B, H, P, N), so that every elementwise op runs along
+    R*P contiguous numbers rather than N. Not for autodiff: the gradient of each per-step slice
+    would be padded to the whole block, so training goes through :func:`ssd_chunked`.
+    """
+    xp = namespace(x)
+    bsz, t, h, p = x.shape
+    g, n = bm.shape[2], bm.shape[3]
+    rp = h // g * p
+    state = xp.permute_dims(xp.reshape(h0, (bsz, g, rp, n)), (0, 1, 3, 2))  # (B, G, N, R*P)
+    ys = []
+    for t0 in range(0, t, block):
+        steps = min(block, t - t0)
+        dtb = dt[:, t0 : t0 + steps, :]  # (B, L, H)
+        decay = xp.broadcast_to(xp.exp(dtb * a)[..., None], (bsz, steps, h, p))  # (B, L, H, P)
+        decay = xp.reshape(decay, (bsz, steps, g, 1, rp))  # (B, L, G, 1, R*P)
+        xdt = xp.reshape(x[:, t0 : t0 + steps, ...] * dtb[..., None], (bsz, steps, g, 1, rp))
+        dbx = bm[:, t0 : t0 + steps, :, :, None] * xdt  # (B, L, G, N, R*P)
+        states = []
+        for j in range(steps):
+            state = decay[:, j, ...] * state + dbx[:, j, ...]  # (B, G, N, R*P)
+            states.append(state)
+        y = cm[:, t0 : t0 + steps, :, None, :] @ xp.stack(states, axis=1)  # (B, L, G, 1, R*P)
+        ys.append(xp.reshape(y, (bsz, steps, h, p)))  # (B, L, H, P)
+    if not ys:
+        return x, h0
+    h_last = xp.reshape(xp.permute_dims(state, (0, 1, 3, 2)), (bsz, h, p, n))  # (B, H, P, N)
+    return xp.concat(ys, axis=1), h_last  # (B, T, H, P), (B, H, P, N)
+
+
 def _ssd_step(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any) -> tuple[Any, Any]:
-    """One step of the recurrence: ``x`` (B, H, P), ``dt`` (B, H), ``bm``/``cm`` (B, G, N)."""
+    """One step of the recurrence: ``x`` (B, H, P), ``dt`` (B, H), ``bm``/``cm`` (B, G, N).
+
+    Computed per group of heads that share ``B`` and ``C`` (R = H / G heads each), so ``B`` and
+    ``C`` broadcast instead of being copied per head, and ``y = h C`` is one matrix-vector
+    product per stream and group.
+    """
     xp = namespace(x)
     bsz, h, p = x.shape
     g, n = bm.shape[1], bm.shape[2]
-    per_head = (bsz, g, h // g, n)
-    bh = xp.reshape(xp.broadcast_to(xp.expand_dims(bm, axis=2), per_head), (bsz, h, n))  # (B,H,N)
-    ch = xp.reshape(xp.broadcast_to(xp.expand_dims(cm, axis=2), per_head), (bsz, h, n))  # (B,H,N)
-    da = xp.reshape(xp.exp(dt * a), (bsz, h, 1, 1))  # (B, H, 1, 1)
-    xdt = xp.expand_dims(x * xp.expand_dims(dt, axis=-1), axis=-1)  # (B, H, P, 1)
-    h1 = da * h0 + xdt * xp.expand_dims(bh, axis=2)  # (B, H, P, N)
-    y = xp.matmul(h1, xp.expand_dims(ch, axis=-1))[..., 0]  # (B, H, P)
-    return y, h1
+    r = h // g
+    da = xp.reshape(xp.exp(dt * a), (bsz, g, r, 1, 1))  # (B, G, R, 1, 1)
+    xdt = xp.reshape(x * dt[..., None], (bsz, g, r, p, 1))  # (B, G, R, P, 1)
+    h1 = da * xp.reshape(h0, (bsz, g, r, p, n)) + xdt * bm[:, :, None, None, :]  # (B,G,R,P,N)
+    y = xp.matmul(xp.reshape(h1, (bsz, g, r * p, n)), cm[..., None])  # (B, G, R*P, 1)
+    return xp.reshape(y, (bsz, h, p)), xp.reshape(h1, (bsz, h, p, n))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,11 +433,12 @@ def _mixer(
     dt = _time_step(cfg, dt_raw, params[pre + "dt_bias"])  # (*lead, H)
     a = -xp.exp(params[pre + "A_log"])  # (H,)
 
-    if sequence:
-        y, ssm = ssd_chunked(xs, dt, a, bm, cm, ssm, cfg.chunk_size)  # (B, T, H, P)
+    if sequence:  # gradients and devices take the chunked form; NumPy inference runs blocks
+        ssd = ssd_blocked if loops_are_cheap(xs) else ssd_chunked
+        y, ssm = ssd(xs, dt, a, bm, cm, ssm, cfg.chunk_size)  # (B, T, H, P)
     else:
         y, ssm = _ssd_step(xs, dt, a, bm, cm, ssm)  # (B, H, P)
-    y = y + xs * xp.expand_dims(params[pre + "D"], axis=-1)  # (*lead, H, P)
+    y = y + xs * params[pre + "D"][:, None]  # (*lead, H, P)
     y = _gated_norm(cfg, xp.reshape(y, (*lead, ds)), z, params[pre + "norm.weight"])  # (.., ds)
     if m:
         y = xp.concat([silu(zxbcdt[..., :m]) * zxbcdt[..., m : 2 * m], y], axis=-1)  # (.., d_in)
@@ -490,6 +531,7 @@ __all__ = [
     "init_state",
     "param_shapes",
     "params_from_checkpoint",
+    "ssd_blocked",
     "ssd_chunked",
     "state_numel",
     "step",

@@ -6,6 +6,7 @@ from kizzasi_lite.backends import (
     backend_name,
     dtype_name,
     get_namespace,
+    loops_are_cheap,
     namespace,
     to_numpy,
 )
@@ -50,3 +51,28 @@ def test_standard_gaps_are_filled(xp):
     assert xp.isdtype(x.dtype, "real floating")
     z = xp.zeros((2,), dtype=xp.float64)
     assert dtype_name(z.dtype) == "float64"
+
+
+def test_namespace_lookup_is_remembered_per_type_and_still_checks_mixtures(xp):
+    x = xp.asarray([1.0, 2.0])
+    assert namespace(x) is namespace(x, 1.0, None) is namespace(x, x)  # second call: the cache
+    other = get_namespace("array_api_strict" if backend_name(xp) != "array_api_strict" else "numpy")
+    with pytest.raises(TypeError):
+        namespace(x, other.asarray([1.0]))
+    with pytest.raises(TypeError):
+        namespace(1.0)
+
+
+def test_loops_are_cheap_for_plain_numpy_backed_arrays_only(xp):
+    from kizzasi_lite.autodiff import value_and_grad
+
+    x = xp.asarray([1.0, 2.0])
+    seen = []
+
+    def f(p):
+        seen.append(loops_are_cheap(x, p["w"]))
+        return namespace(p["w"]).sum(p["w"] * x)
+
+    value_and_grad(f, {"w": x})
+    assert seen == [False]  # autodiff tensors take the chunked path
+    assert loops_are_cheap(x, 1.0, None) == (backend_name(xp) in ("numpy", "array_api_strict"))

@@ -85,6 +85,27 @@ def test_any_length_split_and_chunk(t, split, chunk):
         assert_close(xp.concat([y1, y2], axis=1), y)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("t,block", [(1, 4), (7, 1), (9, 4), (12, 4), (5, 8)])
+def test_blocked_scan_equals_chunked_scan(xp, dtype, t, block):
+    """The inference path of ``forward`` (blocked recurrence) equals the chunked scan."""
+    rng = np.random.default_rng(t * 10 + block)
+    arrs = {
+        "xs": rng.normal(size=(2, t, 6)),
+        "dt": rng.uniform(0.01, 2.0, size=(2, t, 6)),
+        "a": -rng.uniform(0.1, 3.0, size=(6, 5)),
+        "bm": rng.normal(size=(2, t, 5)),
+        "cm": rng.normal(size=(2, t, 5)),
+        "h0": rng.normal(size=(2, 6, 5)),
+    }
+    args = [xp.asarray(v.astype(dtype)) for v in arrs.values()]
+    y_ref, h_ref = arch._ssm_chunked(*args, block)
+    y, h = arch._ssm_blocked(*args, block)
+    t32 = {"rtol": 1e-6, "atol": 1e-6} if dtype == "float32" else {}
+    assert_close(y, y_ref, xp=xp, **t32)
+    assert_close(h, h_ref, xp=xp, **t32)
+
+
 def test_state_numel_matches_init_state(xp):
     for cfg in (SMALL, arch.Config(hidden_size=16, state_size=3, num_hidden_layers=3, expand=3)):
         assert_state_numel(arch, cfg, xp, 2)

@@ -116,6 +116,25 @@ def test_ssd_chunked_matches_the_recurrence(xp, t, chunk):
     assert_close(h, xp.asarray(h_ref), xp=xp)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("t,block,groups", [(1, 4, 2), (7, 1, 1), (9, 4, 2), (12, 4, 4), (5, 8, 1)])
+def test_ssd_blocked_equals_ssd_chunked(xp, dtype, t, block, groups):
+    """The inference path of ``forward`` (blocked recurrence) equals the chunked SSD."""
+    rng = np.random.default_rng(t * 10 + block)
+    shapes = {"x": (2, t, 4, 3), "bm": (2, t, groups, 5), "cm": (2, t, groups, 5)}
+    arrs = {k: rng.normal(size=s) for k, s in shapes.items()}
+    arrs["h0"] = rng.normal(size=(2, 4, 3, 5))
+    arrs["dt"] = rng.uniform(0.01, 2.0, size=(2, t, 4))
+    a = -rng.uniform(0.1, 3.0, size=(4,))
+    args = [xp.asarray(arrs[k].astype(dtype)) for k in ("x", "dt")] + [xp.asarray(a.astype(dtype))]
+    args += [xp.asarray(arrs[k].astype(dtype)) for k in ("bm", "cm", "h0")]
+    y_ref, h_ref = arch.ssd_chunked(*args, block)
+    y, h = arch.ssd_blocked(*args, block)
+    t32 = {"rtol": 1e-6, "atol": 1e-6} if dtype == "float32" else {}
+    assert_close(y, y_ref, xp=xp, **t32)
+    assert_close(h, h_ref, xp=xp, **t32)
+
+
 @settings(max_examples=15, deadline=None)
 @given(t=st.integers(1, 13), split=st.integers(1, 12), chunk=st.integers(1, 6))
 def test_any_length_split_and_chunk(t, split, chunk):
