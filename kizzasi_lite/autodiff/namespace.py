@@ -284,6 +284,21 @@ class AutodiffNamespace:
 
         return self._node(out, [(a, ga), (b, gb)])
 
+    def vecdot(self, a, b, /, *, axis=-1):
+        xp, av, bv = self.base, _val(a), _val(b)
+        out = xp.vecdot(av, bv, axis=axis)  # sum(conj(a) * b) over the (negative) axis
+
+        def back(g):  # the output gradient with the summed axis put back
+            return xp.expand_dims(g, axis=axis)
+
+        return self._node(
+            out,
+            [
+                (a, lambda g: self._unbroadcast(self._conj(back(g)) * bv, self._shape(a))),
+                (b, lambda g: self._unbroadcast(back(g) * av, self._shape(b))),
+            ],
+        )
+
     def matrix_transpose(self, x):
         xp = self.base
         return self._unary(x, xp.matrix_transpose, lambda g, v, o: xp.matrix_transpose(g))

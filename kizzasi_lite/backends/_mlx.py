@@ -110,6 +110,12 @@ class MLXNamespace:
         c, s = mx.cosh(x), mx.sinh(x)
         return mx.where(x >= 0, c + s, 1.0 / (c - s))
 
+    def logaddexp(self, x1: Any, x2: Any, /):
+        mx = self._mx  # float64 logaddexp is float32-precise too; log1p and maximum are exact
+        if not any(isinstance(v, mx.array) and v.dtype == mx.float64 for v in (x1, x2)):
+            return mx.logaddexp(x1, x2)
+        return mx.maximum(x1, x2) + mx.log1p(self.exp(-mx.abs(x1 - x2)))
+
     def _sin_cos(self, x: Any) -> tuple[Any, Any]:
         mx = self._mx  # half-angle formulas in u = tan(x/2), or u = 1/tan(x/2) where |tan| > 1
         t = mx.tan(0.5 * x)

@@ -6,13 +6,16 @@
   selecting our parameters with their shapes checked (``WeightsError`` names the first missing
   or mis-shaped key), checking config.json against the sizes the tensors imply;
 - the Mamba family (mamba, mamba2): shared config checks, the ``dt`` bias init, mamba_ssm's
-  config.json names, and the pre-norm residual stack both run.
+  config.json names, and the pre-norm residual stack both run;
+- :func:`prepared`: the inference-only cache of what a single step derives from the weights.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import weakref
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import Any, Self
 
@@ -244,3 +247,52 @@ def run_mamba_stack(
         h = h + out  # (B, [T,] D)
         new_state[f"layers.{i}.conv"], new_state[f"layers.{i}.ssm"] = conv, ssm
     return rms_norm(h, params["norm_f.weight"], eps), new_state
+
+
+# ---------------------------------------------------------------------------------------------
+# the single step's cache of values derived from the weights (inference only)
+
+_PREPARED: dict[tuple, tuple[list, Any]] = {}
+
+
+def traced(a: Any) -> bool:
+    """Whether ``a`` is an autodiff tensor (being differentiated)."""
+    return getattr(type(a), "__kizzasi_tensor__", False)
+
+
+def prepared(build: Callable[[dict[str, Any]], Any], params: dict[str, Any], *arrays: Any) -> Any:
+    """``build(params)``, computed once per set of parameter arrays; None under autodiff.
+
+    A step of a small model costs about one microsecond per array call, so what it derives from
+    the weights alone (``-exp(A_log)``, transposed conv taps, ``D[:, None]``) is computed once.
+    The cache is keyed on the parameter names and the *identity* of the arrays, and holds only
+    weak references to them: an entry is dropped as soon as one of its arrays is freed, so an id
+    found here always names the array the entry was computed from. Parameters are never mutated
+    in place (DESIGN.md), so new weights are new arrays, and new arrays a new entry: a predictor
+    that replaces ``params`` or an optimizer that builds new arrays needs no invalidation.
+
+    ``build`` must return new arrays, small ones, never views of ``params`` (a view would keep
+    its array, and so the entry, alive). Returns None and caches nothing when a parameter or one
+    of ``arrays`` (the step's input and state) is an autodiff tensor, or when the backend's
+    arrays take no weak references: the caller then runs the plain step.
+    """
+    if any(traced(a) for a in arrays):
+        return None
+    values = params.values()
+    key = (build, tuple(params), tuple(map(id, values)))
+    hit = _PREPARED.get(key)
+    if hit is not None:
+        return hit[1]
+    if any(traced(v) for v in values):
+        return None
+
+    def drop(_: Any) -> None:
+        _PREPARED.pop(key, None)
+
+    try:
+        refs = [weakref.ref(v, drop) for v in values]
+    except TypeError:  # arrays without weak references: no cache
+        return None
+    value = build(params)
+    _PREPARED[key] = (refs, value)
+    return value

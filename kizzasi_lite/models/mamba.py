@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kizzasi_lite.backends import loops_are_cheap, namespace
@@ -45,6 +46,7 @@ from kizzasi_lite.models._common import (
     inverse_softplus_dt,
     merge_checked,
     need,
+    prepared,
     resolve_dtype,
     run_mamba_stack,
     select_params,
@@ -301,10 +303,59 @@ def _mixer_step(
     return out, conv, ssm
 
 
+def _prepare_step(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per layer, what a step derives from the weights alone (cached by ``prepared``):
+    ``a`` (Di, N) = -exp(A_log), ``taps`` (K, Di) the conv weights, time first."""
+    xp = namespace(*params.values())
+    layers = []
+    for i in range(count_layers(params)):
+        p = f"layers.{i}.mixer."
+        taps = xp.matrix_transpose(params[p + "conv1d.weight"][:, 0, :])  # (K, Di)
+        layers.append({"a": -xp.exp(params[p + "A_log"]), "taps": xp.asarray(taps, copy=True)})
+    return layers
+
+
+def _mixer_step_prepared(
+    cfg: Config, params: dict[str, Any], i: int, u: Any, conv: Any, ssm: Any, *, layers: list
+) -> tuple[Any, Any, Any]:
+    """:func:`_mixer_step` on layer ``i``'s prepared arrays, in fewer array calls."""
+    xp = namespace(u)
+    p, di, w = f"layers.{i}.mixer.", cfg.intermediate_size, layers[i]
+    r, n = cfg.time_step_rank, cfg.state_size
+    xz = linear(u, params[p + "in_proj.weight"], params.get(p + "in_proj.bias"))  # (B, 2Di)
+    xx = xp.concat([conv, xz[:, None, :di]], axis=1)  # (B, K, Di): the conv window
+    xs = xp.sum(xx * w["taps"], axis=1)  # (B, Di)
+    bias = params.get(p + "conv1d.bias")
+    xs = silu(xs if bias is None else xs + bias)  # (B, Di)
+    x_dbl = linear(xs, params[p + "x_proj.weight"])  # (B, R + 2N): dt_low, B, C
+    dt_w, dt_b = params[p + "dt_proj.weight"], params[p + "dt_proj.bias"]
+    dt = xp.logaddexp(linear(x_dbl[:, :r], dt_w, dt_b), 0.0)  # (B, Di): softplus
+    da = xp.exp(dt[:, :, None] * w["a"])  # (B, Di, N)
+    ssm = da * ssm + (dt * xs)[:, :, None] * x_dbl[:, None, r : r + n]  # (B, Di, N)
+    y = (ssm @ x_dbl[:, r + n :, None])[..., 0]  # (B, Di): y = h C
+    y = (y + xs * params[p + "D"]) * silu(xz[:, di:])  # (B, Di)
+    out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, D)
+    return out, xx[:, 1:, :], ssm
+
+
 def step(
     cfg: Config, params: dict[str, Any], x: Any, state: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
-    """One time step, O(1) in time: ``x`` (B, D) -> ``y`` (B, D) after ``norm_f``, new state."""
+    """One time step, O(1) in time: ``x`` (B, D) -> ``y`` (B, D) after ``norm_f``, new state.
+
+    At inference it runs on arrays derived from the weights once (``_prepare_step``, cached per
+    set of weights); under autodiff it is the plain ``_mixer_step`` (tested equal).
+    """
+    layers = prepared(_prepare_step, params, x, *state.values())
+    if layers is None:
+        return _step_plain(cfg, params, x, state)
+    return run_mamba_stack(cfg, params, x, state, partial(_mixer_step_prepared, layers=layers))
+
+
+def _step_plain(
+    cfg: Config, params: dict[str, Any], x: Any, state: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """:func:`step` without the prepared arrays (the path gradients go through)."""
     return run_mamba_stack(cfg, params, x, state, _mixer_step)
 
 

@@ -28,8 +28,10 @@ def sigmoid(x: Any) -> Any:
 
 
 def silu(x: Any) -> Any:
-    """SiLU / swish: ``x * sigmoid(x)``."""
-    return x * sigmoid(x)
+    """SiLU / swish: ``x * sigmoid(x)``, as ``h + h * tanh(h)`` with ``h = x / 2`` (4 array ops)."""
+    xp = namespace(x)
+    h = 0.5 * x
+    return h + h * xp.tanh(h)
 
 
 def softplus(x: Any) -> Any:
@@ -41,17 +43,17 @@ def softplus(x: Any) -> Any:
 
 def rms_norm(x: Any, weight: Any, eps: float) -> Any:
     """RMSNorm over the last axis: ``x / sqrt(mean(x^2) + eps) * weight``."""
-    xp = namespace(x)
-    ms = _sum_of_squares(x) / x.shape[-1]  # (..., 1)
-    return x / xp.sqrt(ms + eps) * weight
+    return x * _inverse_rms(x, eps) * weight
 
 
-def _sum_of_squares(x: Any) -> Any:
-    """``sum(x * x, axis=-1, keepdims=True)`` as a batched dot product: (..., C) -> (..., 1).
+def _inverse_rms(x: Any, eps: float) -> Any:
+    """``1 / sqrt(mean(x^2, axis=-1) + eps)``: (..., C) -> (..., 1).
 
-    On NumPy this is 3x faster than ``sum`` (one BLAS dot per row, no temporary ``x * x``).
+    ``vecdot`` is one call with no temporary ``x * x`` (on NumPy 3x faster than ``sum``, and
+    faster than the batched ``x @ x`` it replaces on rows of a few hundred numbers).
     """
-    return (x[..., None, :] @ x[..., :, None])[..., 0]  # (..., 1)
+    xp = namespace(x)
+    return (xp.vecdot(x, x)[..., None] * (1.0 / x.shape[-1]) + eps) ** -0.5  # (..., 1)
 
 
 def gated_rms_norm(x: Any, gate: Any, weight: Any, eps: float, group_size: int) -> Any:
@@ -62,8 +64,7 @@ def gated_rms_norm(x: Any, gate: Any, weight: Any, eps: float, group_size: int) 
     if group_size == c:  # one group: a plain RMSNorm (two reshapes fewer)
         return rms_norm(y, weight, eps)
     grouped = xp.reshape(y, (*y.shape[:-1], c // group_size, group_size))  # (..., G, C/G)
-    ms = _sum_of_squares(grouped) / group_size  # (..., G, 1)
-    normed = xp.reshape(grouped / xp.sqrt(ms + eps), y.shape)  # (..., C)
+    normed = xp.reshape(grouped * _inverse_rms(grouped, eps), y.shape)  # (..., C)
     return normed * weight
 
 

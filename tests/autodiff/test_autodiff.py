@@ -37,6 +37,10 @@ FUNCTIONS = {
         p["a"], namespace(p["a"]).matrix_transpose(p["b"])
     ),
     "matvec": lambda p: p["a"] @ p["c"][0],
+    "vecdot": lambda p: (
+        namespace(p["a"]).vecdot(p["c"], p["a"] * p["b"])  # (1, 4) with (3, 4): broadcast
+        + namespace(p["a"]).vecdot(p["a"], p["b"], axis=-2)[:3]
+    ),
     "reductions": lambda p: (
         namespace(p["a"]).sum(p["a"], axis=1, keepdims=True) * namespace(p["a"]).mean(p["b"])
         + namespace(p["a"]).max(p["a"] * p["b"], axis=0)

@@ -1,0 +1,50 @@
+"""The single step's cache of arrays derived from the weights (``models._common.prepared``)."""
+
+import gc
+
+import numpy as np
+
+from kizzasi_lite.autodiff import value_and_grad
+from kizzasi_lite.backends import get_namespace, namespace
+from kizzasi_lite.models import _common
+
+
+def _build(calls):
+    def build(params):
+        calls.append(1)
+        return {"double": params["w"] * 2.0}
+
+    return build
+
+
+def test_computed_once_per_set_of_arrays_and_dropped_with_them():
+    xp = get_namespace("numpy")
+    calls = []
+    build = _build(calls)
+    w = xp.asarray(np.arange(3.0))
+    first = _common.prepared(build, {"w": w})
+    assert _common.prepared(build, {"w": w}) is first  # a new dict of the same arrays: a hit
+    assert len(calls) == 1
+    w2 = xp.asarray(np.arange(3.0))  # equal values, but a new array: new weights
+    np.testing.assert_array_equal(_common.prepared(build, {"w": w2})["double"], first["double"])
+    assert len(calls) == 2
+    assert sum(key[0] is build for key in _common._PREPARED) == 2
+    del w, w2, first
+    gc.collect()
+    assert not any(key[0] is build for key in _common._PREPARED)  # freed weights: entries gone
+
+
+def test_not_used_under_autodiff():
+    xp = get_namespace("numpy")
+    calls = []
+    build = _build(calls)
+    plain = xp.asarray(np.arange(3.0))
+    seen = []
+
+    def loss(p):
+        seen.append(_common.prepared(build, p))  # traced weights
+        seen.append(_common.prepared(build, {"w": plain}, p["w"]))  # a traced input
+        return namespace(p["w"]).sum(p["w"] * p["w"])
+
+    value_and_grad(loss, {"w": xp.asarray(np.arange(3.0))})
+    assert seen == [None, None] and not calls
