@@ -17,6 +17,7 @@ import re
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, fields
+from functools import partial
 from typing import Any, Self
 
 from kizzasi_lite.backends import dtype_of, namespace
@@ -247,6 +248,19 @@ def run_mamba_stack(
         h = h + out  # (B, [T,] D)
         new_state[f"layers.{i}.conv"], new_state[f"layers.{i}.ssm"] = conv, ssm
     return rms_norm(h, params["norm_f.weight"], eps), new_state
+
+
+def run_mamba_step(
+    cfg: Any, params: dict[str, Any], x: Any, state: dict[str, Any], *,
+    prepare: Callable, fast_mixer: Callable, plain: Callable,
+) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """One step of a Mamba-family stack: at inference each layer runs ``fast_mixer`` on the
+    arrays ``prepare(params)`` derives from the weights (cached per weight set by
+    :func:`prepared`); under autodiff the whole step is ``plain(cfg, params, x, state)``."""
+    layers = prepared(prepare, params, x, *state.values())
+    if layers is None:
+        return plain(cfg, params, x, state)
+    return run_mamba_stack(cfg, params, x, state, partial(fast_mixer, layers=layers))
 
 
 # ---------------------------------------------------------------------------------------------

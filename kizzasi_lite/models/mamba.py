@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from kizzasi_lite.backends import loops_are_cheap, namespace
@@ -46,9 +45,9 @@ from kizzasi_lite.models._common import (
     inverse_softplus_dt,
     merge_checked,
     need,
-    prepared,
     resolve_dtype,
     run_mamba_stack,
+    run_mamba_step,
     select_params,
     strip_prefix,
 )
@@ -346,10 +345,10 @@ def step(
     At inference it runs on arrays derived from the weights once (``_prepare_step``, cached per
     set of weights); under autodiff it is the plain ``_mixer_step`` (tested equal).
     """
-    layers = prepared(_prepare_step, params, x, *state.values())
-    if layers is None:
-        return _step_plain(cfg, params, x, state)
-    return run_mamba_stack(cfg, params, x, state, partial(_mixer_step_prepared, layers=layers))
+    return run_mamba_step(
+        cfg, params, x, state,
+        prepare=_prepare_step, fast_mixer=_mixer_step_prepared, plain=_step_plain,
+    )  # fmt: skip
 
 
 def _step_plain(

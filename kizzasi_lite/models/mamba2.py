@@ -59,9 +59,9 @@ from kizzasi_lite.models._common import (
     known_fields,
     merge_checked,
     need,
-    prepared,
     resolve_dtype,
     run_mamba_stack,
+    run_mamba_step,
     select_params,
     strip_prefix,
     traced,
@@ -531,10 +531,10 @@ def step(
     At inference it runs on arrays derived from the weights once (``_prepare_step``, cached per
     set of weights); under autodiff it is the plain ``_mixer`` (tested equal).
     """
-    layers = prepared(_prepare_step, params, x, *state.values())
-    if layers is None:
-        return _step_plain(cfg, params, x, state)
-    return run_mamba_stack(cfg, params, x, state, partial(_mixer_step_prepared, layers=layers))
+    return run_mamba_step(
+        cfg, params, x, state,
+        prepare=_prepare_step, fast_mixer=_mixer_step_prepared, plain=_step_plain,
+    )  # fmt: skip
 
 
 def _step_plain(
