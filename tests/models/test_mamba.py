@@ -14,6 +14,7 @@ from kizzasi_lite.models import Backbone
 from kizzasi_lite.models import mamba as arch
 from tests.conftest import assert_close, rand
 from tests.models.common import (
+    assert_prepared_step_is_plain,
     assert_state_numel,
     perturb_torch,
     perturbed_params,
@@ -70,17 +71,8 @@ def test_forward_of_one_step_equals_step(xp):
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_prepared_step_equals_plain_step(xp, dtype):
-    """The inference step (on arrays prepared once from the weights) equals the plain one."""
     params = _params(xp, dtype=dtype)
-    s0 = random_state(arch, xp, SMALL, 3, dtype)
-    x = rand(xp, (3, SMALL.hidden_size), seed=4, dtype=dtype)
-    y, s = arch.step(SMALL, params, x, s0)
-    y_ref, s_ref = arch._step_plain(SMALL, params, x, s0)
-    assert_close(y, y_ref, xp=xp)
-    for k in s_ref:
-        assert_close(s[k], s_ref[k], xp=xp)
-    new = {**params, "layers.1.mixer.A_log": params["layers.1.mixer.A_log"] - 0.5}  # new weights
-    assert_close(arch.step(SMALL, new, x, s0)[0], arch._step_plain(SMALL, new, x, s0)[0], xp=xp)
+    assert_prepared_step_is_plain(arch, SMALL, xp, params, dtype, "layers.1.mixer.A_log", -0.5)
 
 
 @settings(max_examples=15, deadline=None)

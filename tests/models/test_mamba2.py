@@ -14,6 +14,7 @@ from kizzasi_lite.models import Backbone
 from kizzasi_lite.models import mamba2 as arch
 from tests.conftest import assert_close, rand
 from tests.models.common import (
+    assert_prepared_step_is_plain,
     assert_state_numel,
     perturb_torch,
     perturbed_params,
@@ -92,17 +93,8 @@ def test_forward_of_one_step_equals_step(xp):
 @pytest.mark.parametrize("cfg", [SMALL, VARIANT], ids=["hf", "mamba_ssm_variant"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_prepared_step_equals_plain_step(xp, dtype, cfg):
-    """The inference step (on arrays prepared once from the weights) equals the plain one."""
     params = _params(xp, cfg, dtype=dtype)
-    s0 = random_state(arch, xp, cfg, 3, dtype)
-    x = rand(xp, (3, cfg.hidden_size), seed=4, dtype=dtype)
-    y, s = arch.step(cfg, params, x, s0)
-    y_ref, s_ref = arch._step_plain(cfg, params, x, s0)
-    assert_close(y, y_ref, xp=xp)
-    for k in s_ref:
-        assert_close(s[k], s_ref[k], xp=xp)
-    new = {**params, "layers.1.mixer.D": params["layers.1.mixer.D"] + 1.0}  # new weights
-    assert_close(arch.step(cfg, new, x, s0)[0], arch._step_plain(cfg, new, x, s0)[0], xp=xp)
+    assert_prepared_step_is_plain(arch, cfg, xp, params, dtype, "layers.1.mixer.D", 1.0)
 
 
 def _ssd_sequential(x, dt, a, bm, cm, h0):
