@@ -194,7 +194,8 @@ def agreement(np: Any, torch: Any, theirs: Any, ours: Any) -> float:
 
 # ---------------------------------------------------------------------------------- cases
 def step_calls(np: Any, torch: Any, theirs: Any, ours: Any, batch: int, window: int):
-    """``(ours_call, theirs_call, theirs_after)`` for one step of ``batch`` streams."""
+    """``(ours_call, theirs_call, theirs_after)`` for one step of ``batch`` streams; with
+    ``theirs`` None (not timed) nothing of the reference is built: ``(ours_call, None, None)``."""
     x = np.random.default_rng(2).standard_normal((batch, HIDDEN), dtype=np.float32)
     xo = ours.xp.asarray(x)
     state = {"s": ours.init_state(batch)}
@@ -204,6 +205,8 @@ def step_calls(np: Any, torch: Any, theirs: Any, ours: Any, batch: int, window: 
     def ours_call() -> None:
         _, state["s"] = ours.step(xo, state["s"])
 
+    if theirs is None:
+        return ours_call, None, None
     xt = torch.from_numpy(x)[:, None, :]
     kw: dict[str, Any] = {"use_cache": True}
     after = None
@@ -317,13 +320,11 @@ def run_arch(arch: str, args: argparse.Namespace, np: Any, torch: Any, transform
     for batch in args.batches:
         if arch == "transformer" and batch > 64:
             continue  # the KV cache of that many streams is several GB
-        o_call, t_call, after = step_calls(np, torch, theirs, ours, batch, args.context)
+        note = f"theirs: {broken}; not timed" if broken and batch > 1 else None
+        timed = None if note or args.no_theirs else theirs  # an untimed reference is not built
+        o_call, t_call, after = step_calls(np, torch, timed, ours, batch, args.context)
         o = measure(o_call, args.repeats)
-        note, t = None, None
-        if broken and batch > 1:
-            note = f"theirs: {broken}; not timed"
-        elif not args.no_theirs:
-            t = measure(t_call, args.repeats, after)
+        t = None if t_call is None else measure(t_call, args.repeats, after)
         work = costs.step_work(arch, ours.config, ours.params, numel, batch)
         record(f"step_b{batch}", work, o, t, batch=batch, length=1, note=note)
     for length in args.forward_lens:
