@@ -16,8 +16,10 @@ Where a signal lives is written as a *location*: a path whose suffix names the f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +141,7 @@ def as_table(arr: np.ndarray, where: str) -> np.ndarray:
     return out
 
 
-class Source:
+class Source(ABC):
     """Yields samples ``(D,)`` float64 one at a time. Subclasses implement :meth:`_rows`."""
 
     names: list[str]
@@ -156,9 +158,9 @@ class Source:
         self.names = [self.names[i] for i in idx]
         return self
 
+    @abstractmethod
     def _rows(self) -> Iterator[np.ndarray]:
         """Yield the rows of the source (each format's subclass defines it)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _rows() (abstract)")
 
     def __iter__(self) -> Iterator[np.ndarray]:
         index = getattr(self, "_index", None)
@@ -166,7 +168,8 @@ class Source:
             yield row if index is None else row[index]
 
     def close(self) -> None:
-        """Release the file or stream."""
+        """Release the file or stream; sources that hold none keep this no-op."""
+        return None
 
     def __enter__(self) -> Source:
         return self
@@ -175,7 +178,7 @@ class Source:
         self.close()
 
 
-class Sink:
+class Sink(ABC):
     """Writes rows of numbers (one per name in ``names``). Subclasses implement
     :meth:`_write` and, for files, :meth:`_finish`; the temporary file is handled here."""
 
@@ -192,12 +195,14 @@ class Sink:
         self._write(row)
         self.rows_written += 1
 
+    @abstractmethod
     def _write(self, row: Sequence[float]) -> None:
         """Write one validated row (each format's subclass defines it)."""
-        raise NotImplementedError(f"{type(self).__name__} must define _write() (abstract)")
 
     def _finish(self) -> None:
-        """Flush and close the underlying file (before the rename)."""
+        """Flush and close the underlying file (before the rename); sinks that hold none keep
+        this no-op."""
+        return None
 
     def close(self) -> None:
         """Finish the output: flush, close, and move the temporary file into place."""
@@ -207,10 +212,8 @@ class Sink:
 
     def abort(self) -> None:
         """Stop without keeping anything: the temporary file is removed."""
-        try:
+        with contextlib.suppress(Exception):  # the output is being discarded anyway
             self._finish()
-        except Exception:  # the output is being discarded anyway
-            pass
         if self.target is not None:
             self.target.discard()
 

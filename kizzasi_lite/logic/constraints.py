@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import operator
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -76,7 +77,7 @@ def _label(ch: Channels) -> str:
 
 
 # ------------------------------------------------------------------------------ base class
-class Constraint:
+class Constraint(ABC):
     """Base class: a constraint knows its label, its channels and its hinge violation."""
 
     kind = "constraint"
@@ -98,9 +99,9 @@ class Constraint:
             )
         return out
 
+    @abstractmethod
     def violation(self, y: Any, previous: Any = None, *, squared: bool = False) -> Any:
         """The hinge violation of every stream: ``y`` (..., C) -> (...,). Zero when satisfied."""
-        raise NotImplementedError(f"{type(self).__name__} must define violation() (abstract)")
 
     def to_dict(self) -> dict:
         """A JSON-ready description (non-finite floats as the strings "inf" / "-inf")."""
