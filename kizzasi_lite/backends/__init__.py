@@ -2,7 +2,8 @@
 
 Every core function finds its namespace with :func:`namespace` (``xp = namespace(x)``) and then
 calls only functions of the Python array API standard on ``xp``. What a backend lacks is filled in
-here and nowhere else (see :mod:`kizzasi_lite.backends._mlx`).
+here and nowhere else (see :mod:`kizzasi_lite.backends._mlx`; :mod:`kizzasi_lite.backends._numpy`
+replaces one slow wrapper).
 
 Backends by name: ``"numpy"`` (default), ``"array_api_strict"`` (the standard and nothing more, the
 proof that the core is portable), ``"mlx"`` (Apple's MLX; also runs on Linux CPU) and ``"cupy"``
@@ -50,8 +51,8 @@ def _namespace_slow(arrays: tuple[Any, ...]) -> Any:
         if getattr(type(a), "__kizzasi_tensor__", False):
             return a.ns
     xp = array_api_compat.array_namespace(*arrays)
-    if getattr(xp, "__name__", "") == "mlx.core":
-        xp = get_namespace("mlx")
+    if getattr(xp, "__name__", "") in ("mlx.core", "array_api_compat.numpy"):
+        xp = get_namespace("mlx" if xp.__name__ == "mlx.core" else "numpy")
     if len({type(a) for a in arrays}) == 1:
         _NAMESPACE_OF_TYPE[type(arrays[0])] = xp
     return xp
@@ -81,7 +82,9 @@ def get_namespace(name: str | None = None) -> Any:
         raise BackendUnavailableError(f"backend must be one of {BACKENDS}, got {name!r}")
     try:
         if name == "numpy":
-            return importlib.import_module("array_api_compat.numpy")
+            from kizzasi_lite.backends._numpy import numpy_namespace
+
+            return numpy_namespace(importlib.import_module("array_api_compat.numpy"))
         if name == "array_api_strict":
             return importlib.import_module("array_api_strict")
         if name == "mlx":

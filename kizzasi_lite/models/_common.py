@@ -17,10 +17,9 @@ import re
 import weakref
 from collections.abc import Callable
 from dataclasses import asdict, fields
-from functools import partial
 from typing import Any, Self
 
-from kizzasi_lite.backends import dtype_of, namespace
+from kizzasi_lite.backends import dtype_of, loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.nn import rms_norm
 
@@ -250,17 +249,62 @@ def run_mamba_stack(
     return rms_norm(h, params["norm_f.weight"], eps), new_state
 
 
+# At inference on NumPy-backed arrays, a long sequence runs through the stack in segments of
+# about this many numbers per activation (streams x steps x in_proj width: 2 MiB of float32), so
+# that each layer's temporaries stay in cache instead of streaming through memory.
+_SEGMENT_NUMBERS = 1 << 19
+
+
+def run_mamba_sequence(
+    cfg: Any, params: dict[str, Any], x: Any, state: dict[str, Any], mixer: Any
+) -> tuple[Any, dict[str, Any]]:
+    """:func:`run_mamba_stack` over a sequence ``x`` (B, T, D). At inference on NumPy-backed
+    arrays, a sequence longer than a segment (a multiple of ``cfg.chunk_size`` steps, sized by
+    ``_SEGMENT_NUMBERS``) goes through the whole stack one segment at a time, the state carried
+    from each to the next: the same result as one pass (``forward``'s split property)."""
+    bsz, t = x.shape[0], x.shape[1]
+    width = params["layers.0.mixer.in_proj.weight"].shape[0]
+    seg = max(1, _SEGMENT_NUMBERS // (bsz * width * cfg.chunk_size)) * cfg.chunk_size
+    if t <= seg or not loops_are_cheap(x, *params.values()):
+        return run_mamba_stack(cfg, params, x, state, mixer)
+    ys = []
+    for t0 in range(0, t, seg):
+        y, state = run_mamba_stack(cfg, params, x[:, t0 : min(t0 + seg, t), :], state, mixer)
+        ys.append(y)  # (B, seg, D)
+    return namespace(x).concat(ys, axis=1), state
+
+
 def run_mamba_step(
     cfg: Any, params: dict[str, Any], x: Any, state: dict[str, Any], *,
-    prepare: Callable, fast_mixer: Callable, plain: Callable,
+    prepare: Callable, fast_layer: Callable, plain: Callable,
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
-    """One step of a Mamba-family stack: at inference each layer runs ``fast_mixer`` on the
-    arrays ``prepare(params)`` derives from the weights (cached per weight set by
-    :func:`prepared`); under autodiff the whole step is ``plain(cfg, params, x, state)``."""
-    layers = prepared(prepare, params, x, *state.values())
+    """One step of a Mamba-family stack: at inference each layer is
+    ``fast_layer(cfg, params, i, w, h, conv, ssm) -> (h, conv, ssm)`` (pre-norm, mixer and
+    residual) with ``w``, layer ``i``'s entry of what ``prepare(cfg, params)`` derives from the
+    weights (cached per weight set by :func:`prepared`); under autodiff the whole step is
+    ``plain(cfg, params, x, state)``."""
+    layers = prepared(prepare, cfg, params, x, *state.values())
     if layers is None:
         return plain(cfg, params, x, state)
-    return run_mamba_stack(cfg, params, x, state, partial(fast_mixer, layers=layers))
+    h, new_state = x, {}
+    for i, w in enumerate(layers):
+        conv, ssm = f"layers.{i}.conv", f"layers.{i}.ssm"
+        h, new_state[conv], new_state[ssm] = fast_layer(
+            cfg, params, i, w, h, state[conv], state[ssm]
+        )
+    return rms_norm(h, params["norm_f.weight"], cfg.layer_norm_epsilon), new_state
+
+
+def scaled_norm_weight(weight: Any) -> Any:
+    """An RMSNorm's ``weight * sqrt(C)`` for :func:`normed`, a new array: (C,)."""
+    return weight * math.sqrt(weight.shape[-1])
+
+
+def normed(x: Any, scaled_weight: Any, eps: float) -> Any:
+    """``rms_norm(x, weight, eps)`` over the last axis as ``x * w' / sqrt(x.x + C eps)`` with
+    ``w' = weight * sqrt(C)`` (:func:`scaled_norm_weight`): four array calls, not six."""
+    xp = namespace(x)
+    return x * scaled_weight / xp.sqrt(xp.vecdot(x, x)[..., None] + eps * x.shape[-1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,13 +318,14 @@ def traced(a: Any) -> bool:
     return getattr(type(a), "__kizzasi_tensor__", False)
 
 
-def prepared(build: Callable[[dict[str, Any]], Any], params: dict[str, Any], *arrays: Any) -> Any:
-    """``build(params)``, computed once per set of parameter arrays; None under autodiff.
+def prepared(build: Callable, cfg: Any, params: dict[str, Any], *arrays: Any) -> Any:
+    """``build(cfg, params)``, computed once per config and set of parameter arrays; None under
+    autodiff.
 
     A step of a small model costs about one microsecond per array call, so what it derives from
     the weights alone (``-exp(A_log)``, transposed conv taps, ``D[:, None]``) is computed once.
-    The cache is keyed on the parameter names and the *identity* of the arrays, and holds only
-    weak references to them: an entry is dropped as soon as one of its arrays is freed, so an id
+    The cache is keyed on ``cfg`` (hashable), the parameter names and the *identity* of the
+    arrays, and holds only weak references to them: an entry is dropped as soon as one of its arrays is freed, so an id
     found here always names the array the entry was computed from. Parameters are never mutated
     in place (DESIGN.md), so new weights are new arrays, and new arrays a new entry: a predictor
     that replaces ``params`` or an optimizer that builds new arrays needs no invalidation.
@@ -293,7 +338,7 @@ def prepared(build: Callable[[dict[str, Any]], Any], params: dict[str, Any], *ar
     if any(traced(a) for a in arrays):
         return None
     values = params.values()
-    key = (build, tuple(params), tuple(map(id, values)))
+    key = (build, cfg, tuple(params), tuple(map(id, values)))
     hit = _PREPARED.get(key)
     if hit is not None:
         return hit[1]
@@ -307,6 +352,6 @@ def prepared(build: Callable[[dict[str, Any]], Any], params: dict[str, Any], *ar
         refs = [weakref.ref(v, drop) for v in values]
     except TypeError:  # arrays without weak references: no cache
         return None
-    value = build(params)
+    value = build(cfg, params)
     _PREPARED[key] = (refs, value)
     return value

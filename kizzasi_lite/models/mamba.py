@@ -45,13 +45,23 @@ from kizzasi_lite.models._common import (
     inverse_softplus_dt,
     merge_checked,
     need,
+    normed,
     resolve_dtype,
+    run_mamba_sequence,
     run_mamba_stack,
     run_mamba_step,
+    scaled_norm_weight,
     select_params,
     strip_prefix,
 )
-from kizzasi_lite.nn import causal_conv1d, causal_conv1d_step, linear, silu, softplus
+from kizzasi_lite.nn import (
+    causal_conv1d,
+    causal_conv1d_step,
+    linear,
+    silu,
+    silu_of_half,
+    softplus,
+)
 from kizzasi_lite.nn.init import kaiming_uniform
 from kizzasi_lite.scan import scan_chunked
 
@@ -302,30 +312,39 @@ def _mixer_step(
     return out, conv, ssm
 
 
-def _prepare_step(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per layer, what a step derives from the weights alone (cached by ``prepared``):
-    ``a`` (Di, N) = -exp(A_log), ``taps`` (K, Di) the conv weights, time first."""
+def _prepare_step(cfg: Config, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
+    (the pre-norm's weight for :func:`normed`), ``a`` (Di, N) = -exp(A_log), ``taps`` (K, Di) the
+    conv weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`)."""
     xp = namespace(*params.values())
     layers = []
-    for i in range(count_layers(params)):
+    for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
-        taps = xp.matrix_transpose(params[p + "conv1d.weight"][:, 0, :])  # (K, Di)
-        layers.append({"a": -xp.exp(params[p + "A_log"]), "taps": xp.asarray(taps, copy=True)})
+        conv_bias = params.get(p + "conv1d.bias")
+        layers.append(
+            {
+                "norm": scaled_norm_weight(params[f"layers.{i}.norm.weight"]),  # (D,)
+                "a": -xp.exp(params[p + "A_log"]),  # (Di, N)
+                "taps": xp.matrix_transpose(params[p + "conv1d.weight"][:, 0, :]) * 0.5,  # (K, Di)
+                "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (Di,)
+            }
+        )
     return layers
 
 
-def _mixer_step_prepared(
-    cfg: Config, params: dict[str, Any], i: int, u: Any, conv: Any, ssm: Any, *, layers: list
+def _layer_step_prepared(
+    cfg: Config, params: dict[str, Any], i: int, w: dict[str, Any], x: Any, conv: Any, ssm: Any
 ) -> tuple[Any, Any, Any]:
-    """:func:`_mixer_step` on layer ``i``'s prepared arrays, in fewer array calls."""
-    xp = namespace(u)
-    p, di, w = f"layers.{i}.mixer.", cfg.intermediate_size, layers[i]
+    """Layer ``i`` of :func:`_step_plain`, ``x + mixer(RMSNorm(x))``, on its prepared arrays
+    ``w``: ``x`` (B, D), ``conv`` (B, K-1, Di), ``ssm`` (B, Di, N)."""
+    xp = namespace(x)
+    p, di = f"layers.{i}.mixer.", cfg.intermediate_size
     r, n = cfg.time_step_rank, cfg.state_size
+    u = normed(x, w["norm"], cfg.layer_norm_epsilon)  # (B, D)
     xz = linear(u, params[p + "in_proj.weight"], params.get(p + "in_proj.bias"))  # (B, 2Di)
     xx = xp.concat([conv, xz[:, None, :di]], axis=1)  # (B, K, Di): the conv window
-    xs = xp.sum(xx * w["taps"], axis=1)  # (B, Di)
-    bias = params.get(p + "conv1d.bias")
-    xs = silu(xs if bias is None else xs + bias)  # (B, Di)
+    xs = xp.sum(xx * w["taps"], axis=1)  # (B, Di), halved
+    xs = silu_of_half(xs if w["conv_bias"] is None else xs + w["conv_bias"])  # (B, Di)
     x_dbl = linear(xs, params[p + "x_proj.weight"])  # (B, R + 2N): dt_low, B, C
     dt_w, dt_b = params[p + "dt_proj.weight"], params[p + "dt_proj.bias"]
     dt = xp.logaddexp(linear(x_dbl[:, :r], dt_w, dt_b), 0.0)  # (B, Di): softplus
@@ -334,7 +353,7 @@ def _mixer_step_prepared(
     y = (ssm @ x_dbl[:, r + n :, None])[..., 0]  # (B, Di): y = h C
     y = (y + xs * params[p + "D"]) * silu(xz[:, di:])  # (B, Di)
     out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, D)
-    return out, xx[:, 1:, :], ssm
+    return x + out, xx[:, 1:, :], ssm
 
 
 def step(
@@ -347,7 +366,7 @@ def step(
     """
     return run_mamba_step(
         cfg, params, x, state,
-        prepare=_prepare_step, fast_mixer=_mixer_step_prepared, plain=_step_plain,
+        prepare=_prepare_step, fast_layer=_layer_step_prepared, plain=_step_plain,
     )  # fmt: skip
 
 
@@ -368,7 +387,7 @@ def forward(
     """
     if state is None:
         state = init_state(cfg, x.shape[0], xp=namespace(x), dtype=x.dtype)
-    return run_mamba_stack(cfg, params, x, state, _mixer_seq)
+    return run_mamba_sequence(cfg, params, x, state, _mixer_seq)
 
 
 # ---------------------------------------------------------------------------------------------

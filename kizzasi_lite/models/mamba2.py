@@ -59,9 +59,12 @@ from kizzasi_lite.models._common import (
     known_fields,
     merge_checked,
     need,
+    normed,
     resolve_dtype,
+    run_mamba_sequence,
     run_mamba_stack,
     run_mamba_step,
+    scaled_norm_weight,
     select_params,
     strip_prefix,
     traced,
@@ -73,6 +76,7 @@ from kizzasi_lite.nn import (
     linear,
     rms_norm,
     silu,
+    silu_of_half,
     softplus,
 )
 from kizzasi_lite.nn.init import kaiming_uniform
@@ -462,65 +466,76 @@ def _mixer(
 # the single step at inference: _mixer's math in fewer array calls, on arrays prepared once
 
 
-def _prepare_step(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per layer, what a step derives from the weights alone (cached by ``prepared``):
-    ``a`` (H, 1, 1) = -exp(A_log); ``d`` (H * P,): the skip ``D`` repeated over each head's
-    channels; ``taps`` (K, conv_dim): the conv weights, time first."""
+def _prepare_step(cfg: Config, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
+    and ``gated_norm`` (the norms' weights for :func:`normed`); ``taps`` (K, conv_dim) the conv
+    weights, time first, and ``conv_bias``, both halved (SiLU's input comes out halved, for
+    :func:`silu_of_half`); ``a`` (G, R, 1, 1) = -exp(A_log); ``d`` (H * P,) the skip ``D``
+    repeated over each head's channels."""
     xp = namespace(*params.values())
+    g, h = cfg.n_groups, cfg.num_heads
     layers = []
-    for i in range(count_layers(params)):
+    for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
-        h, dh = params[p + "D"].shape[0], params[p + "norm.weight"].shape[0]
-        d = xp.broadcast_to(xp.reshape(params[p + "D"], (h, 1)), (h, dh // h))  # (H, P)
-        taps = xp.matrix_transpose(params[p + "conv1d.weight"][:, 0, :])  # (K, conv_dim)
+        gated = xp.reshape(params[p + "norm.weight"], (g, cfg.d_ssm // g))  # (G, d_ssm/G)
+        conv_bias = params.get(p + "conv1d.bias")
+        skip = xp.broadcast_to(params[p + "D"][:, None], (h, cfg.head_dim))  # (H, P)
         layers.append(
             {
-                "a": xp.reshape(-xp.exp(params[p + "A_log"]), (h, 1, 1)),  # (H, 1, 1)
-                "d": xp.reshape(d, (dh,)) * 1.0,  # (H * P,), a new array (no view of D)
-                "taps": xp.asarray(taps, copy=True),  # (K, conv_dim)
+                "norm": scaled_norm_weight(params[f"layers.{i}.norm.weight"]),  # (D,)
+                "gated_norm": scaled_norm_weight(gated),  # (G, d_ssm/G)
+                "taps": xp.matrix_transpose(params[p + "conv1d.weight"][:, 0, :]) * 0.5,  # (K, C)
+                "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (conv_dim,)
+                "a": xp.reshape(-xp.exp(params[p + "A_log"]), (g, h // g, 1, 1)),  # (G, R, 1, 1)
+                "d": xp.reshape(skip, (cfg.d_ssm,)) * 1.0,  # (H * P,), a new array
             }
         )
     return layers
 
 
-def _mixer_step_prepared(
-    cfg: Config, params: dict[str, Any], i: int, u: Any, conv: Any, ssm: Any, *, layers: list
+def _layer_step_prepared(
+    cfg: Config, params: dict[str, Any], i: int, w: dict[str, Any], x: Any, conv: Any, ssm: Any
 ) -> tuple[Any, Any, Any]:
-    """``_mixer(..., sequence=False)`` on layer ``i``'s prepared arrays, in fewer array calls.
+    """Layer ``i`` of :func:`_step_plain`, ``x + out_proj(mixer(RMSNorm(x)))``, on its prepared
+    arrays ``w``: ``x`` (B, D), ``conv`` (B, K-1, conv_dim), ``ssm`` (B, H, P, N).
 
     The state update runs per group of heads sharing ``B`` and ``C`` (as ``_ssd_step``), each
-    operand sliced straight into its broadcast shape; the skip ``D x`` runs over (B, H*P) rows.
+    operand shaped straight into its broadcast shape; the skip ``D x`` runs over (B, H*P) rows.
     """
-    xp = namespace(u)
-    pre, w = f"layers.{i}.mixer.", layers[i]
+    xp = namespace(x)
+    pre = f"layers.{i}.mixer."
     m, ds, h, p = cfg.d_mlp, cfg.d_ssm, cfg.num_heads, cfg.head_dim
-    g, n = cfg.n_groups, cfg.state_size
+    g, n, eps = cfg.n_groups, cfg.state_size, cfg.layer_norm_epsilon
     x0, dt0 = 2 * m + ds, 2 * m + ds + cfg.conv_dim  # where xBC and dt start
-    bsz, rp = u.shape[0], h // g * p
-    zxbcdt = linear(u, params[pre + "in_proj.weight"], params.get(pre + "in_proj.bias"))  # (B, F)
+    bsz, r = x.shape[0], h // g
+    u = normed(x, w["norm"], eps)  # (B, D)
+    zx = linear(u, params[pre + "in_proj.weight"], params.get(pre + "in_proj.bias"))  # (B, F)
 
-    xx = xp.concat([conv, zxbcdt[:, None, x0:dt0]], axis=1)  # (B, K, conv_dim): the conv window
-    xbc = xp.sum(xx * w["taps"], axis=1)  # (B, conv_dim)
-    bias = params.get(pre + "conv1d.bias")
-    xbc = silu(xbc if bias is None else xbc + bias)  # (B, conv_dim)
-    dt = xp.logaddexp(zxbcdt[:, dt0:] + params[pre + "dt_bias"], 0.0)  # (B, H): softplus
+    xx = xp.concat([conv, zx[:, None, x0:dt0]], axis=1)  # (B, K, conv_dim): the conv window
+    xbc = xp.sum(xx * w["taps"], axis=1)  # (B, conv_dim), halved
+    xbc = silu_of_half(xbc if w["conv_bias"] is None else xbc + w["conv_bias"])  # (B, conv_dim)
+    dt = xp.logaddexp(zx[:, dt0:] + params[pre + "dt_bias"], 0.0)  # (B, H): softplus
     lo, hi = cfg.time_step_limit
     if lo > 0.0 or hi < math.inf:
         dt = xp.clip(dt, min=lo, max=hi)
 
     xs = xbc[:, :ds]  # (B, H*P)
-    xdt = xp.reshape(xp.reshape(xs, (bsz, h, p)) * dt[:, :, None], (bsz, g, rp, 1))  # (B,G,RP,1)
+    dtg = xp.reshape(dt, (bsz, g, r, 1, 1))  # (B, G, R, 1, 1)
+    xdt = xp.reshape(xp.reshape(xs, (bsz, g, r, p, 1)) * dtg, (bsz, g, r * p, 1))  # (B,G,RP,1)
     bm = xp.reshape(xbc[:, ds : ds + g * n], (bsz, g, 1, n))  # (B, G, 1, N)
     cm = xp.reshape(xbc[:, ds + g * n :], (bsz, g, n, 1))  # (B, G, N, 1)
-    decayed = xp.exp(xp.reshape(dt, (bsz, h, 1, 1)) * w["a"]) * ssm  # (B, H, P, N)
-    ssm = xp.reshape(decayed, (bsz, g, rp, n)) + xdt * bm  # (B, G, R*P, N)
+    decayed = xp.exp(dtg * w["a"]) * xp.reshape(ssm, (bsz, g, r, p, n))  # (B, G, R, P, N)
+    ssm = xp.reshape(decayed, (bsz, g, r * p, n)) + xdt * bm  # (B, G, R*P, N)
     y = xp.reshape(ssm @ cm, (bsz, ds)) + xs * w["d"]  # (B, d_ssm): y = h C + D x
 
-    y = _gated_norm(cfg, y, zxbcdt[:, 2 * m : x0], params[pre + "norm.weight"])  # (B, d_ssm)
+    gate = silu(zx[:, 2 * m : x0])  # (B, d_ssm)
+    y = y if cfg.norm_before_gate else y * gate
+    y = xp.reshape(normed(xp.reshape(y, (bsz, g, ds // g)), w["gated_norm"], eps), (bsz, ds))
+    y = y * gate if cfg.norm_before_gate else y
     if m:
-        y = xp.concat([silu(zxbcdt[:, :m]) * zxbcdt[:, m : 2 * m], y], axis=-1)  # (B, d_inner)
+        y = xp.concat([silu(zx[:, :m]) * zx[:, m : 2 * m], y], axis=-1)  # (B, d_inner)
     out = linear(y, params[pre + "out_proj.weight"], params.get(pre + "out_proj.bias"))  # (B, D)
-    return out, xx[:, 1:, :], xp.reshape(ssm, (bsz, h, p, n))
+    return x + out, xx[:, 1:, :], xp.reshape(ssm, (bsz, h, p, n))
 
 
 def step(
@@ -533,7 +548,7 @@ def step(
     """
     return run_mamba_step(
         cfg, params, x, state,
-        prepare=_prepare_step, fast_mixer=_mixer_step_prepared, plain=_step_plain,
+        prepare=_prepare_step, fast_layer=_layer_step_prepared, plain=_step_plain,
     )  # fmt: skip
 
 
@@ -554,7 +569,7 @@ def forward(
     """
     if state is None:
         state = init_state(cfg, x.shape[0], xp=namespace(x), dtype=x.dtype)
-    return run_mamba_stack(cfg, params, x, state, partial(_mixer, sequence=True))
+    return run_mamba_sequence(cfg, params, x, state, partial(_mixer, sequence=True))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,9 +10,9 @@ from kizzasi_lite.models import _common
 
 
 def _build(calls):
-    def build(params):
-        calls.append(1)
-        return {"double": params["w"] * 2.0}
+    def build(cfg, params):
+        calls.append(cfg)
+        return {"double": params["w"] * cfg}
 
     return build
 
@@ -22,14 +22,19 @@ def test_computed_once_per_set_of_arrays_and_dropped_with_them():
     calls = []
     build = _build(calls)
     w = xp.asarray(np.arange(3.0))
-    first = _common.prepared(build, {"w": w})
-    assert _common.prepared(build, {"w": w}) is first  # a new dict of the same arrays: a hit
+    first = _common.prepared(build, 2.0, {"w": w})
+    assert _common.prepared(build, 2.0, {"w": w}) is first  # a new dict of the same arrays: a hit
     assert len(calls) == 1
     w2 = xp.asarray(np.arange(3.0))  # equal values, but a new array: new weights
-    np.testing.assert_array_equal(_common.prepared(build, {"w": w2})["double"], first["double"])
+    np.testing.assert_array_equal(
+        _common.prepared(build, 2.0, {"w": w2})["double"], first["double"]
+    )
     assert len(calls) == 2
-    assert sum(key[0] is build for key in _common._PREPARED) == 2
-    del w, w2, first
+    third = _common.prepared(build, 3.0, {"w": w})  # another config: another entry
+    np.testing.assert_array_equal(third["double"], np.arange(3.0) * 3.0)
+    assert calls == [2.0, 2.0, 3.0]
+    assert sum(key[0] is build for key in _common._PREPARED) == 3
+    del w, w2, first, third
     gc.collect()
     assert not any(key[0] is build for key in _common._PREPARED)  # freed weights: entries gone
 
@@ -42,8 +47,8 @@ def test_not_used_under_autodiff():
     seen = []
 
     def loss(p):
-        seen.append(_common.prepared(build, p))  # traced weights
-        seen.append(_common.prepared(build, {"w": plain}, p["w"]))  # a traced input
+        seen.append(_common.prepared(build, 2.0, p))  # traced weights
+        seen.append(_common.prepared(build, 2.0, {"w": plain}, p["w"]))  # a traced input
         return namespace(p["w"]).sum(p["w"] * p["w"])
 
     value_and_grad(loss, {"w": xp.asarray(np.arange(3.0))})
