@@ -264,7 +264,7 @@ def run_mamba_sequence(
     from each to the next: the same result as one pass (``forward``'s split property)."""
     bsz, t = x.shape[0], x.shape[1]
     width = params["layers.0.mixer.in_proj.weight"].shape[0]
-    seg = max(1, _SEGMENT_NUMBERS // (bsz * width * cfg.chunk_size)) * cfg.chunk_size
+    seg = max(1, _SEGMENT_NUMBERS // (max(bsz, 1) * width * cfg.chunk_size)) * cfg.chunk_size
     if t <= seg or not loops_are_cheap(x, *params.values()):
         return run_mamba_stack(cfg, params, x, state, mixer)
     ys = []

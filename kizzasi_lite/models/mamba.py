@@ -250,26 +250,29 @@ def _ssm_blocked(
 ) -> tuple[Any, Any]:
     """:func:`_ssm_chunked` step by step, over blocks of ``block`` steps (inference path).
 
-    Each block computes its decays and inputs at once (B, L, Di, N), runs the recurrence one
-    step at a time (two array ops per step, no log-depth doubling) and reads its states out with
-    one matmul, so no (B, T, Di, N) array is built. Not for autodiff: the gradient of each
-    per-step slice would be padded to the whole block.
+    Each block computes its decays and inputs at once, runs the recurrence one step at a time
+    (two array ops per step, no log-depth doubling) and reads its states out with one matmul,
+    so no (B, T, Di, N) array is built. The running state is kept as (B, N, Di), a transposed
+    view of (B, Di, N), so that every elementwise op runs along Di contiguous numbers rather than
+    N. Not for autodiff: the gradient of each per-step slice would be padded to the whole block.
     """
     xp = namespace(xs)
-    h, ys = h0, []
+    h, ys = xp.permute_dims(h0, (0, 2, 1)), []  # (B, N, Di)
+    di, n = a.shape
+    a_t = xp.reshape(xp.reshape(xp.matrix_transpose(a), (n * di,)), (n, di))  # (N, Di), C order
     for t0 in range(0, xs.shape[1], block):
         t1 = min(t0 + block, xs.shape[1])
-        dtb = dt[:, t0:t1, :, None]  # (B, L, Di, 1)
-        da = xp.exp(dtb * a)  # (B, L, Di, N)
-        dbx = dtb * xs[:, t0:t1, :, None] * bm[:, t0:t1, None, :]  # (B, L, Di, N)
+        dtb = dt[:, t0:t1, None, :]  # (B, L, 1, Di)
+        da = xp.exp(dtb * a_t)  # (B, L, N, Di)
+        dbx = bm[:, t0:t1, :, None] * (dtb * xs[:, t0:t1, None, :])  # (B, L, N, Di)
         hs = []
         for j in range(t1 - t0):
-            h = da[:, j, ...] * h + dbx[:, j, ...]  # (B, Di, N)
+            h = da[:, j, ...] * h + dbx[:, j, ...]  # (B, N, Di)
             hs.append(h)
-        ys.append((xp.stack(hs, axis=1) @ cm[:, t0:t1, :, None])[..., 0])  # (B, L, Di)
+        ys.append((cm[:, t0:t1, None, :] @ xp.stack(hs, axis=1))[:, :, 0, :])  # (B, L, Di)
     if not ys:
         return xs, h0
-    return xp.concat(ys, axis=1), h  # (B, T, Di), (B, Di, N)
+    return xp.concat(ys, axis=1), xp.permute_dims(h, (0, 2, 1))  # (B, T, Di), (B, Di, N)
 
 
 def _mixer_seq(
