@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import Any, Self
 
-from kizzasi_lite.backends import dtype_of, loops_are_cheap, namespace
-from kizzasi_lite.errors import ConfigError, WeightsError
+from kizzasi_lite.backends import backend_name, dtype_of, loops_are_cheap, namespace
+from kizzasi_lite.errors import ConfigError, InputError, WeightsError
 from kizzasi_lite.nn import rms_norm
 
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +179,17 @@ def inverse_softplus_dt(cfg: Any, rng: Any, n: int, dtype: Any) -> Any:
     floor = xp.full((n,), cfg.time_step_floor, dtype=dtype)  # (n,)
     dt = xp.maximum(xp.exp(u * (hi - lo) + lo), floor)  # (n,)
     return dt + xp.log(-xp.expm1(-dt))  # (n,)
+
+
+def check_numpy_backed(name: str, *arrays: Any) -> None:
+    """InputError unless ``arrays`` are plain NumPy-backed arrays (``loops_are_cheap``): the
+    blocked scans ``name`` write their states in place over views of their own buffers, which
+    only NumPy's view semantics make correct."""
+    if not loops_are_cheap(*arrays):
+        raise InputError(
+            f"{name} updates NumPy views in place: it takes plain numpy or array_api_strict "
+            f"arrays, got {backend_name(namespace(*arrays))} arrays (use the chunked scan)"
+        )
 
 
 # state-spaces/mamba (mamba_ssm) config.json names -> Hugging Face names

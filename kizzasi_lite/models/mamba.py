@@ -40,6 +40,7 @@ from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
     check_mamba_common,
+    check_numpy_backed,
     check_positive_int,
     count_layers,
     inverse_softplus_dt,
@@ -254,8 +255,10 @@ def _ssm_blocked(
     (two array ops per step, no log-depth doubling) and reads its states out with one matmul,
     so no (B, T, Di, N) array is built. The running state is kept as (B, N, Di), a transposed
     view of (B, Di, N), so that every elementwise op runs along Di contiguous numbers rather than
-    N. Not for autodiff: the gradient of each per-step slice would be padded to the whole block.
+    N. Each block's states are written in place over its inputs, so it takes NumPy-backed arrays
+    only (``loops_are_cheap``), and it is not for autodiff.
     """
+    check_numpy_backed("_ssm_blocked", xs, dt, a, bm, cm, h0)
     xp = namespace(xs)
     h, ys = xp.permute_dims(h0, (0, 2, 1)), []  # (B, N, Di)
     di, n = a.shape
@@ -264,12 +267,12 @@ def _ssm_blocked(
         t1 = min(t0 + block, xs.shape[1])
         dtb = dt[:, t0:t1, None, :]  # (B, L, 1, Di)
         da = xp.exp(dtb * a_t)  # (B, L, N, Di)
-        dbx = bm[:, t0:t1, :, None] * (dtb * xs[:, t0:t1, None, :])  # (B, L, N, Di)
-        hs = []
-        for j in range(t1 - t0):
-            h = da[:, j, ...] * h + dbx[:, j, ...]  # (B, N, Di)
-            hs.append(h)
-        ys.append((cm[:, t0:t1, None, :] @ xp.stack(hs, axis=1))[:, :, 0, :])  # (B, L, Di)
+        hs = bm[:, t0:t1, :, None] * (dtb * xs[:, t0:t1, None, :])  # (B, L, N, Di): inputs
+        for j in range(t1 - t0):  # in place: row j becomes the state after step j
+            row = hs[:, j, ...]  # (B, N, Di), a view
+            row += da[:, j, ...] * h
+            h = row
+        ys.append((cm[:, t0:t1, None, :] @ hs)[:, :, 0, :])  # (B, L, Di)
     if not ys:
         return xs, h0
     return xp.concat(ys, axis=1), xp.permute_dims(h, (0, 2, 1))  # (B, T, Di), (B, Di, N)

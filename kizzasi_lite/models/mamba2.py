@@ -52,6 +52,7 @@ from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
     check_mamba_common,
+    check_numpy_backed,
     check_positive_int,
     count_layers,
     hf_names,
@@ -351,9 +352,11 @@ def ssd_blocked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int) 
     recurrence one step at a time (two array ops per step: no ``Q x Q`` masks, no ``exp`` of a
     segment sum) and reads its states out with one matmul. The running state is kept as
     (B, G, N, R*P), a transposed view of (B, H, P, N), so that every elementwise op runs along
-    R*P contiguous numbers rather than N. Not for autodiff: the gradient of each per-step slice
-    would be padded to the whole block, so training goes through :func:`ssd_chunked`.
+    R*P contiguous numbers rather than N. Each block's states are written in place over its
+    inputs, so it takes NumPy-backed arrays only (``loops_are_cheap``; else InputError), and it is
+    not for autodiff: training and the device backends go through :func:`ssd_chunked`.
     """
+    check_numpy_backed("ssd_blocked", x, dt, a, bm, cm, h0)
     xp = namespace(x)
     bsz, t, h, p = x.shape
     g, n = bm.shape[2], bm.shape[3]
@@ -366,12 +369,12 @@ def ssd_blocked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int) 
         decay = xp.broadcast_to(xp.exp(dtb * a)[..., None], (bsz, steps, h, p))  # (B, L, H, P)
         decay = xp.reshape(decay, (bsz, steps, g, 1, rp))  # (B, L, G, 1, R*P)
         xdt = xp.reshape(x[:, t0 : t0 + steps, ...] * dtb[..., None], (bsz, steps, g, 1, rp))
-        dbx = bm[:, t0 : t0 + steps, :, :, None] * xdt  # (B, L, G, N, R*P)
-        states = []
-        for j in range(steps):
-            state = decay[:, j, ...] * state + dbx[:, j, ...]  # (B, G, N, R*P)
-            states.append(state)
-        y = cm[:, t0 : t0 + steps, :, None, :] @ xp.stack(states, axis=1)  # (B, L, G, 1, R*P)
+        states = bm[:, t0 : t0 + steps, :, :, None] * xdt  # (B, L, G, N, R*P): the inputs
+        for j in range(steps):  # in place: row j becomes the state after step j
+            row = states[:, j, ...]  # (B, G, N, R*P), a view
+            row += decay[:, j, ...] * state
+            state = row
+        y = cm[:, t0 : t0 + steps, :, None, :] @ states  # (B, L, G, 1, R*P)
         ys.append(xp.reshape(y, (bsz, steps, h, p)))  # (B, L, H, P)
     if not ys:
         return x, h0
