@@ -527,9 +527,9 @@ def _layer_step_prepared(
     xdt = xp.reshape(xp.reshape(xs, (bsz, g, r, p, 1)) * dtg, (bsz, g, r * p, 1))  # (B,G,RP,1)
     bm = xp.reshape(xbc[:, ds : ds + g * n], (bsz, g, 1, n))  # (B, G, 1, N)
     cm = xp.reshape(xbc[:, ds + g * n :], (bsz, g, n, 1))  # (B, G, N, 1)
-    decayed = xp.exp(dtg * w["a"]) * xp.reshape(ssm, (bsz, g, r, p, n))  # (B, G, R, P, N)
-    ssm = xp.reshape(decayed, (bsz, g, r * p, n)) + xdt * bm  # (B, G, R*P, N)
-    y = xp.reshape(ssm @ cm, (bsz, ds)) + xs * w["d"]  # (B, d_ssm): y = h C + D x
+    decay = xp.exp(dtg * w["a"])  # (B, G, R, 1, 1)
+    ssm, y = _state_update(xp, decay, xp.reshape(ssm, (bsz, g, r, p, n)), xdt, bm, cm)
+    y = xp.reshape(y, (bsz, ds)) + xs * w["d"]  # (B, d_ssm): y = h C + D x
 
     gate = silu(zx[:, 2 * m : x0])  # (B, d_ssm)
     y = y if cfg.norm_before_gate else y * gate
@@ -539,6 +539,37 @@ def _layer_step_prepared(
         y = xp.concat([silu(zx[:, :m]) * zx[:, m : 2 * m], y], axis=-1)  # (B, d_inner)
     out = linear(y, params[pre + "out_proj.weight"], params.get(pre + "out_proj.bias"))  # (B, D)
     return x + out, xx[:, 1:, :], xp.reshape(ssm, (bsz, h, p, n))
+
+
+# Streams per block of the state update on NumPy-backed arrays: 32 x 8192 float32 (the default
+# preset's H P N) is 1 MiB, so a block's temporaries stay in cache.
+_STATE_BLOCK_NUMBERS = 1 << 18
+
+
+def _state_update(xp: Any, decay: Any, ssm: Any, xdt: Any, bm: Any, cm: Any) -> tuple[Any, Any]:
+    """``h = decay h + (dt x) B`` and ``y = h C`` for a step: ``decay`` (B, G, R, 1, 1), ``ssm``
+    (B, G, R, P, N), ``xdt`` (B, G, R*P, 1), ``bm`` (B, G, 1, N), ``cm`` (B, G, N, 1). Returns the
+    new state (B, G, R*P, N) and ``y`` (B, G, R*P, 1).
+
+    Many streams on NumPy-backed arrays are updated in blocks of streams written in place into
+    the new state, so the temporaries of a block stay in cache and the state crosses memory
+    about twice (read, write) rather than six times.
+    """
+    bsz, g, r, p, n = ssm.shape
+    per_stream = g * r * p * n
+    if bsz * per_stream <= 2 * _STATE_BLOCK_NUMBERS or not loops_are_cheap(ssm):
+        new = xp.reshape(decay * ssm, (bsz, g, r * p, n)) + xdt * bm  # (B, G, R*P, N)
+        return new, new @ cm
+    step = max(1, _STATE_BLOCK_NUMBERS // per_stream)
+    new = xp.empty((bsz, g, r * p, n), dtype=ssm.dtype)  # (B, G, R*P, N)
+    y = xp.empty((bsz, g, r * p, 1), dtype=ssm.dtype)  # (B, G, R*P, 1)
+    for b0 in range(0, bsz, step):
+        b1 = min(b0 + step, bsz)
+        block = new[b0:b1, ...]  # a view, filled in place
+        block[...] = xp.reshape(decay[b0:b1, ...] * ssm[b0:b1, ...], (b1 - b0, g, r * p, n))
+        block += xdt[b0:b1, ...] * bm[b0:b1, ...]
+        y[b0:b1, ...] = block @ cm[b0:b1, ...]
+    return new, y
 
 
 def step(
