@@ -346,14 +346,14 @@ def prepared(build: Callable, cfg: Any, params: dict[str, Any], *arrays: Any) ->
     of ``arrays`` (the step's input and state) is an autodiff tensor, or when the backend's
     arrays take no weak references: the caller then runs the plain step.
     """
-    if any(traced(a) for a in arrays):
+    if any(map(traced, arrays)):
         return None
     values = params.values()
     key = (build, cfg, tuple(params), tuple(map(id, values)))
     hit = _PREPARED.get(key)
     if hit is not None:
         return hit[1]
-    if any(traced(v) for v in values):
+    if any(map(traced, values)):
         return None
 
     def drop(_: Any) -> None:
