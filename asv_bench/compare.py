@@ -19,7 +19,8 @@ reference model is built with transformers, saved, and loaded with ``load_backbo
   (weight decay 0 on both).
 
 Every time is the median over ``--repeats`` blocks of calls (each block lasts about 0.2 s or one
-call; a case whose call takes over 2 s gets at most 3 blocks). The machine's single-precision matmul peak (NumPy ``a @ b``, n = 2048) and memory bandwidth
+call; a case whose call takes over 2 s gets at most 3 blocks); the blocks of ours and theirs
+alternate, so that a slow spell of a shared machine slows both sides alike. The machine's single-precision matmul peak (NumPy ``a @ b``, n = 2048) and memory bandwidth
 (NumPy copy of 256 MiB, read + write counted) are measured in the same run; the roofline floor and
 the FLOP and byte counts are documented in ``costs.py``.
 
@@ -68,37 +69,61 @@ def measure(
     its time sets the block length (calls of more than ``slow_seconds`` get at most 3 repeats).
     The garbage collector is off while timing, as in asv.
     """
-    t0 = time.perf_counter()
-    call()
-    first = time.perf_counter() - t0
-    if after is not None:
-        after()
-    inner = max(1, min(2000, int(block_seconds / max(first, 1e-7))))
-    if first > slow_seconds:  # a call of seconds: fewer repeats keep the run to minutes
+    return measure_pair(call, None, repeats, None, after, block_seconds, slow_seconds)[0]
+
+
+def measure_pair(
+    ours: Callable[[], Any],
+    theirs: Callable[[], Any] | None,
+    repeats: int,
+    after_theirs: Callable[[], Any] | None = None,
+    after_ours: Callable[[], Any] | None = None,
+    block_seconds: float = 0.2,
+    slow_seconds: float = 2.0,
+) -> tuple[dict[str, float], dict[str, float] | None]:
+    """:func:`measure` of ``ours`` and ``theirs`` (None: not timed) in alternating blocks (ours,
+    theirs, ours, ...), so that a slow spell of a shared machine slows both sides alike and the
+    ratio of the medians stays fair. ``after_*`` run untimed after each call of that side."""
+    sides = [(ours, after_ours)] + ([(theirs, after_theirs)] if theirs is not None else [])
+    plans = []
+    for call, after in sides:  # one warm-up call each sets the block length
+        t0 = time.perf_counter()
+        call()
+        first = time.perf_counter() - t0
+        if after is not None:
+            after()
+        inner = max(1, min(2000, int(block_seconds / max(first, 1e-7))))
+        plans.append((call, after, inner, first > slow_seconds))
+    if any(slow for *_, slow in plans):  # a call of seconds: fewer repeats keep the run to minutes
         repeats = min(repeats, 3)
-    blocks = []
+    blocks: list[list[float]] = [[] for _ in plans]
     enabled = gc.isenabled()
     gc.disable()
     try:
         for _ in range(repeats):
-            total = 0.0
-            for _ in range(inner):
-                t0 = time.perf_counter()
-                call()
-                total += time.perf_counter() - t0
-                if after is not None:
-                    after()
-            blocks.append(total / inner)
+            for times, (call, after, inner, _) in zip(blocks, plans, strict=True):
+                total = 0.0
+                for _ in range(inner):
+                    t0 = time.perf_counter()
+                    call()
+                    total += time.perf_counter() - t0
+                    if after is not None:
+                        after()
+                times.append(total / inner)
     finally:
         if enabled:
             gc.enable()
-    return {
-        "median_s": statistics.median(blocks),
-        "min_s": min(blocks),
-        "max_s": max(blocks),
-        "repeats": repeats,
-        "calls_per_repeat": inner,
-    }
+    out = [
+        {
+            "median_s": statistics.median(times),
+            "min_s": min(times),
+            "max_s": max(times),
+            "repeats": repeats,
+            "calls_per_repeat": inner,
+        }
+        for times, (_, _, inner, _) in zip(blocks, plans, strict=True)
+    ]
+    return out[0], (out[1] if theirs is not None else None)
 
 
 def machine_limits(np: Any, repeats: int) -> dict[str, float]:
@@ -323,21 +348,18 @@ def run_arch(arch: str, args: argparse.Namespace, np: Any, torch: Any, transform
         note = f"theirs: {broken}; not timed" if broken and batch > 1 else None
         timed = None if note or args.no_theirs else theirs  # an untimed reference is not built
         o_call, t_call, after = step_calls(np, torch, timed, ours, batch, args.context)
-        o = measure(o_call, args.repeats)
-        t = None if t_call is None else measure(t_call, args.repeats, after)
+        o, t = measure_pair(o_call, t_call, args.repeats, after)
         work = costs.step_work(arch, ours.config, ours.params, numel, batch)
         record(f"step_b{batch}", work, o, t, batch=batch, length=1, note=note)
     for length in args.forward_lens:
         full = with_context(ours, length)
         o_call, t_call = forward_calls(np, torch, theirs, full, length)
-        o = measure(o_call, args.repeats)
-        t = measure(t_call, args.repeats) if not args.no_theirs else None
+        o, t = measure_pair(o_call, None if args.no_theirs else t_call, args.repeats)
         work = costs.forward_work(arch, full.config, full.params, numel, 1, length)
         record(f"forward_T{length}", work, o, t, batch=1, length=length)
     full = with_context(ours, args.train_len)
     o_call, t_call = train_calls(np, torch, theirs, full, args.train_batch, args.train_len)
-    o = measure(o_call, args.repeats)
-    t = measure(t_call, args.repeats) if not args.no_theirs else None
+    o, t = measure_pair(o_call, None if args.no_theirs else t_call, args.repeats)
     work = costs.train_work(arch, full.config, full.params, args.train_batch, args.train_len)
     record("train", work, o, t, batch=args.train_batch, length=args.train_len)
     return rows
