@@ -248,14 +248,14 @@ def _attend(cfg: Config, q: Any, k: Any, v: Any, mask: Any) -> Any:
     xp = namespace(q)
     B, H, Tq, hd = q.shape
     KV = cfg.num_key_value_heads
-    qg = xp.reshape(q, (B, KV, H // KV, Tq, hd))  # (B, KV, G, Tq, hd)
+    qg = xp.reshape(q * (hd**-0.5), (B, KV, H // KV, Tq, hd))  # (B, KV, G, Tq, hd), scaled
     kt = xp.matrix_transpose(k)[:, :, None, :, :]  # (B, KV, 1, hd, S)
-    scores = xp.matmul(qg, kt) * (hd**-0.5)  # (B, KV, G, Tq, S)
+    scores = xp.matmul(qg, kt)  # (B, KV, G, Tq, S)
     scores = xp.where(mask, scores, xp.asarray(float("-inf"), dtype=scores.dtype))  # masked
     m = xp.max(scores, axis=-1, keepdims=True)  # (B, KV, G, Tq, 1)
     e = xp.exp(scores - m)  # (B, KV, G, Tq, S)
-    p = e / xp.sum(e, axis=-1, keepdims=True)  # (B, KV, G, Tq, S)
-    out = xp.matmul(p, v[:, :, None, :, :])  # (B, KV, G, Tq, hd)
+    out = xp.matmul(e, v[:, :, None, :, :])  # (B, KV, G, Tq, hd): normalised after, on hd
+    out = out / xp.sum(e, axis=-1, keepdims=True)  # numbers per row rather than S
     return xp.reshape(out, (B, H, Tq, hd))  # (B, H, Tq, hd)
 
 
@@ -322,26 +322,30 @@ def step(
     return y, new_state
 
 
-def _window_masks(cfg: Config, pos: Any, T: int) -> list[tuple[int, int, Any]]:
-    """Masks of the query chunks of ``forward``: ``(t0, c, mask)`` with mask (B, 1, 1, c, c + W).
+def _window_masks(cfg: Config, pos: Any, T: int) -> list[tuple[int, int, int, Any]]:
+    """Masks of the query chunks of ``forward``: ``(t0, c, s, mask)``, mask (B, 1, 1, c, c+W-s).
 
-    Columns are the keys ``concat([cache, new], axis=2)[t0 : t0 + c + W]``; column ``j`` of that
-    slice holds absolute position ``pos - W + t0 + j`` and query ``t`` (local) position
-    ``pos + t0 + t``: allowed when ``t < j <= t + W`` (the last W tokens, itself included) and the
-    key's position is not negative.
+    Columns are the keys ``concat([cache, new], axis=2)[t0 + s : t0 + c + W]``; column ``j`` of
+    the full slice from ``t0`` holds absolute position ``pos - W + t0 + j`` and query ``t``
+    (local) position ``pos + t0 + t``: allowed when ``t < j <= t + W`` (the last W tokens, itself
+    included) and the key's position is not negative. The first ``s`` columns hold negative
+    positions for every stream (an empty or short cache), so they are left out: a sequence from
+    a fresh state attends over the causal triangle, not the whole window.
     """
     xp = namespace(pos)
     W, L = cfg.context_window, min(cfg.chunk_size, T)
     t = xp.arange(L, dtype=pos.dtype)[:, None]  # (L, 1)
     j = xp.arange(L + W, dtype=pos.dtype)[None, :]  # (1, L+W)
     band = (j > t) & (j <= t + W)  # (L, L+W)
+    seen = int(xp.max(pos)) if pos.shape[0] else W  # the longest past of any stream
     masks = []
     for t0 in range(0, T, L):
         c = min(L, T - t0)
-        col = xp.arange(t0, t0 + c + W, dtype=pos.dtype)  # (c+W,)
-        valid = col[None, :] >= (W - pos)[:, None]  # (B, c+W)
-        mask = band[None, :c, : c + W] & valid[:, None, :]  # (B, c, c+W)
-        masks.append((t0, c, mask[:, None, None, :, :]))  # (B, 1, 1, c, c+W)
+        s = max(0, min(W, W - seen - t0))  # columns t0 + j < W - seen: negative for all streams
+        col = xp.arange(t0 + s, t0 + c + W, dtype=pos.dtype)  # (c+W-s,)
+        valid = col[None, :] >= (W - pos)[:, None]  # (B, c+W-s)
+        mask = band[None, :c, s : c + W] & valid[:, None, :]  # (B, c, c+W-s)
+        masks.append((t0, c, s, mask[:, None, None, :, :]))  # (B, 1, 1, c, c+W-s)
     return masks
 
 
@@ -372,9 +376,9 @@ def forward(
         ks = xp.concat([state[p + "k"], k], axis=2)  # (B, KV, W+T, hd)
         vs = xp.concat([state[p + "v"], v], axis=2)  # (B, KV, W+T, hd)
         outs = [
-            _attend(cfg, q[:, :, t0 : t0 + c, :], ks[:, :, t0 : t0 + c + W, :],
-                    vs[:, :, t0 : t0 + c + W, :], mask)  # (B, H, c, hd)
-            for t0, c, mask in masks
+            _attend(cfg, q[:, :, t0 : t0 + c, :], ks[:, :, t0 + s : t0 + c + W, :],
+                    vs[:, :, t0 + s : t0 + c + W, :], mask)  # (B, H, c, hd)
+            for t0, c, s, mask in masks
         ]  # fmt: skip
         h = _finish_layer(cfg, params, p, h, xp.concat(outs, axis=2))  # (B, T, D)
         new_state[p + "k"], new_state[p + "v"] = ks[:, :, T:, :], vs[:, :, T:, :]
