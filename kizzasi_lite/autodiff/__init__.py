@@ -16,8 +16,26 @@ Differentiable: arithmetic operators, ``@``, basic indexing, and the namespace f
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 from kizzasi_lite.autodiff.namespace import AutodiffNamespace
 from kizzasi_lite.autodiff.tape import grad, value_and_grad
 from kizzasi_lite.autodiff.tensor import Tensor
 
-__all__ = ["AutodiffNamespace", "Tensor", "grad", "value_and_grad"]
+
+def plain(x: Any) -> Any:
+    """The backend array of ``x`` (a :class:`Tensor`'s value; anything else as it is)."""
+    return x.value if isinstance(x, Tensor) else x
+
+
+def custom(value: Any, pairs: Sequence[tuple[Any, Callable[[Any], Any]]]) -> Any:
+    """A differentiable operation computed outside the tape, on plain arrays: ``value`` was
+    computed from the inputs of ``pairs``, each with its vector-Jacobian product ``vjp(g)`` (the
+    gradient of that input, given the gradient ``g`` of ``value``). Returns a :class:`Tensor`
+    recording them when an input is one, else ``value`` itself."""
+    ns = next((x.ns for x, _ in pairs if isinstance(x, Tensor)), None)
+    return value if ns is None else ns._node(value, pairs)
+
+
+__all__ = ["AutodiffNamespace", "Tensor", "custom", "grad", "plain", "value_and_grad"]

@@ -425,7 +425,7 @@ class AutodiffNamespace:
         pairs, start = [], 0
         for a, v in zip(arrays, values, strict=True):
             stop = start + v.shape[ax]
-            idx = tuple([slice(None)] * ax + [slice(start, stop)])
+            idx = (*[slice(None)] * ax, slice(start, stop), ...)  # the standard wants the ...
             pairs.append((a, lambda g, idx=idx: g[idx]))
             start = stop
         return self._node(out, pairs)
@@ -436,7 +436,7 @@ class AutodiffNamespace:
         ax = axis % out.ndim
         pairs = []
         for i, a in enumerate(arrays):
-            idx = tuple([slice(None)] * ax + [i])
+            idx = (*[slice(None)] * ax, i, ...)
             pairs.append((a, lambda g, idx=idx: g[idx]))
         return self._node(out, pairs)
 

@@ -35,6 +35,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from kizzasi_lite.autodiff import custom, plain
 from kizzasi_lite.backends import loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
@@ -54,6 +55,7 @@ from kizzasi_lite.models._common import (
     scaled_norm_weight,
     select_params,
     strip_prefix,
+    traced,
 )
 from kizzasi_lite.nn import (
     causal_conv1d,
@@ -246,6 +248,25 @@ def _ssm_chunked(
     return (hs @ cm[..., None])[..., 0], h_last  # (B, T, Di), (B, Di, N)
 
 
+def _block_states(xp: Any, dt: Any, xs: Any, a_t: Any, bm: Any, h: Any) -> tuple[Any, Any]:
+    """The states after each step of one block and its decays, both (B, L, N, Di), from ``dt``,
+    ``xs`` (B, L, Di), ``a_t`` (N, Di), ``bm`` (B, L, N) and the state ``h`` (B, N, Di) before it.
+    The states are written in place over the block's inputs (NumPy-backed arrays only)."""
+    da = xp.exp(dt[:, :, None, :] * a_t)  # (B, L, N, Di)
+    hs = bm[:, :, :, None] * (dt * xs)[:, :, None, :]  # (B, L, N, Di): the inputs dt x B
+    for j in range(hs.shape[1]):  # in place: row j becomes the state after step j
+        row = hs[:, j, ...]  # (B, N, Di), a view
+        row += da[:, j, ...] * h
+        h = row
+    return hs, da
+
+
+def _transposed(xp: Any, a: Any) -> Any:
+    """``a`` (Di, N) as a C-ordered (N, Di) array."""
+    di, n = a.shape
+    return xp.reshape(xp.reshape(xp.matrix_transpose(a), (n * di,)), (n, di))
+
+
 def _ssm_blocked(
     xs: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int
 ) -> tuple[Any, Any]:
@@ -260,22 +281,100 @@ def _ssm_blocked(
     """
     check_numpy_backed("_ssm_blocked", xs, dt, a, bm, cm, h0)
     xp = namespace(xs)
-    h, ys = xp.permute_dims(h0, (0, 2, 1)), []  # (B, N, Di)
-    di, n = a.shape
-    a_t = xp.reshape(xp.reshape(xp.matrix_transpose(a), (n * di,)), (n, di))  # (N, Di), C order
+    h, ys, a_t = xp.permute_dims(h0, (0, 2, 1)), [], _transposed(xp, a)  # (B, N, Di), (N, Di)
     for t0 in range(0, xs.shape[1], block):
         t1 = min(t0 + block, xs.shape[1])
-        dtb = dt[:, t0:t1, None, :]  # (B, L, 1, Di)
-        da = xp.exp(dtb * a_t)  # (B, L, N, Di)
-        hs = bm[:, t0:t1, :, None] * (dtb * xs[:, t0:t1, None, :])  # (B, L, N, Di): inputs
-        for j in range(t1 - t0):  # in place: row j becomes the state after step j
-            row = hs[:, j, ...]  # (B, N, Di), a view
-            row += da[:, j, ...] * h
-            h = row
+        hs, _ = _block_states(xp, dt[:, t0:t1, ...], xs[:, t0:t1, ...], a_t, bm[:, t0:t1, ...], h)
         ys.append((cm[:, t0:t1, None, :] @ hs)[:, :, 0, :])  # (B, L, Di)
+        h = hs[:, -1, ...]  # (B, N, Di)
     if not ys:
         return xs, h0
-    return xp.concat(ys, axis=1), xp.permute_dims(h, (0, 2, 1))  # (B, T, Di), (B, Di, N)
+    h_last = xp.asarray(xp.permute_dims(h, (0, 2, 1)), copy=True)  # (B, Di, N), not a view
+    return xp.concat(ys, axis=1), h_last  # (B, T, Di), (B, Di, N)
+
+
+# Numbers per (B, L, N, Di) array of a block in :func:`_ssm_recomputed` (4 MiB of float32).
+_GRAD_BLOCK_NUMBERS = 1 << 20
+
+
+def _ssm_recomputed(xs: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any) -> tuple[Any, Any]:
+    """:func:`_ssm_chunked` as one differentiable operation, for training on NumPy-backed arrays.
+
+    Through the tape, the chunked scan keeps every state and every level of its doubling: at a
+    batch of 32 windows of 128 steps of the default preset, gigabytes per layer. Here the
+    forward keeps only the state at the start of each block (of cache size); the backward
+    recomputes a block's states from it and runs the adjoint recurrence backwards,
+    ``lambda_t = gy_t C_t + exp(dt_{t+1} A) lambda_{t+1}`` (``lambda`` = dL/dh_t), from which
+    every input's gradient is a product per block (Mamba's recomputing selective-scan backward).
+    Same arguments and results as :func:`_ssm_chunked` (tested equal, with its gradients).
+    """
+    v = [plain(u) for u in (xs, dt, a, bm, cm, h0)]
+    xp = namespace(*v)
+    bsz, t, di = v[0].shape
+    block = max(1, _GRAD_BLOCK_NUMBERS // max(1, bsz * di * v[2].shape[1]))
+    h, ys, starts, a_t = xp.permute_dims(v[5], (0, 2, 1)), [], [], _transposed(xp, v[2])
+    for t0 in range(0, t, block):
+        sl = slice(t0, min(t0 + block, t))
+        starts.append(h)
+        hs, _ = _block_states(xp, v[1][:, sl, ...], v[0][:, sl, ...], a_t, v[3][:, sl, ...], h)
+        ys.append((v[4][:, sl, None, :] @ hs)[:, :, 0, :])  # (B, L, Di)
+        h = xp.asarray(hs[:, -1, ...], copy=True)  # (B, N, Di), not a view of the block
+    y = xp.concat(ys, axis=1)  # (B, T, Di)
+    h_last = xp.permute_dims(h, (0, 2, 1))  # (B, Di, N)
+    memo: dict[str, Any] = {}
+
+    def grads(gy: Any, gh: Any) -> dict[str, Any]:
+        key = (id(gy), id(gh))
+        if memo.get("key") != key:  # one backward serves the vjps of all six inputs
+            memo.update(key=key, grads=_ssm_backward(xp, v, a_t, starts, block, gy, gh))
+        return memo["grads"]
+
+    inputs = {"xs": xs, "dt": dt, "a": a, "bm": bm, "cm": cm, "h0": h0}
+    y_out = custom(y, [(u, lambda g, k=k: grads(g, None)[k]) for k, u in inputs.items()])
+    h_out = custom(h_last, [(u, lambda g, k=k: grads(None, g)[k]) for k, u in inputs.items()])
+    return y_out, h_out
+
+
+def _ssm_backward(
+    xp: Any, v: list, a_t: Any, starts: list, block: int, gy: Any, gh: Any
+) -> dict[str, Any]:
+    """Gradients of :func:`_ssm_recomputed`'s inputs given ``gy`` (B, T, Di) of ``y`` and ``gh``
+    (B, Di, N) of the last state (either may be None: zero)."""
+    xs, dt, a, bm, cm, h0 = v
+    bsz, t, di = xs.shape
+    if gy is None:
+        gy = xp.zeros_like(xs)
+    lam_in = xp.zeros_like(starts[0]) if gh is None else xp.permute_dims(gh, (0, 2, 1))
+    g_a = xp.zeros_like(a_t)  # (N, Di)
+    parts: dict[str, list] = {"xs": [], "dt": [], "bm": [], "cm": []}
+    for k in range(len(starts) - 1, -1, -1):
+        sl = slice(k * block, min((k + 1) * block, t))
+        dtb, xsb, bmb, gyb = (
+            dt[:, sl, ...],
+            xs[:, sl, ...],
+            bm[:, sl, ...],
+            gy[:, sl, ...],
+        )  # (B, L, ...)
+        hs, da = _block_states(xp, dtb, xsb, a_t, bmb, starts[k])  # (B, L, N, Di) each
+        lam = cm[:, sl, :, None] * gyb[:, :, None, :]  # (B, L, N, Di): gy_t C_t, then lambda
+        last = lam[:, -1, ...]
+        last += lam_in  # lambda of the step after the block, already through its decay
+        for j in range(hs.shape[1] - 2, -1, -1):  # in place, backwards
+            row = lam[:, j, ...]
+            row += da[:, j + 1, ...] * lam[:, j + 1, ...]
+        lam_in = da[:, 0, ...] * lam[:, 0, ...]  # (B, N, Di): dL/dh before the block
+        h_prev = xp.concat([starts[k][:, None, ...], hs[:, :-1, ...]], axis=1)  # (B, L, N, Di)
+        g_pre = lam * h_prev * da  # (B, L, N, Di): dL/d(dt A)
+        g_dtx = (bmb[:, :, None, :] @ lam)[:, :, 0, :]  # (B, L, Di): sum_n B_n lambda_n
+        parts["cm"].append((hs @ gyb[..., None])[..., 0])  # (B, L, N)
+        parts["bm"].append((lam @ (dtb * xsb)[..., None])[..., 0])  # (B, L, N)
+        parts["dt"].append(xp.sum(g_pre * a_t, axis=2) + g_dtx * xsb)  # (B, L, Di)
+        parts["xs"].append(g_dtx * dtb)  # (B, L, Di)
+        g_a = g_a + xp.sum(g_pre * dtb[:, :, None, :], axis=(0, 1))  # (N, Di)
+    out = {key: xp.concat(p[::-1], axis=1) for key, p in parts.items()}
+    out["a"] = xp.matrix_transpose(g_a)  # (Di, N)
+    out["h0"] = xp.permute_dims(lam_in, (0, 2, 1))  # (B, Di, N)
+    return out
 
 
 def _mixer_seq(
@@ -290,8 +389,13 @@ def _mixer_seq(
     xs = silu(xs)  # (B, T, Di)
     dt, bm, cm = _selective_params(cfg, params, p, xs)
     a = -xp.exp(params[p + "A_log"])  # (Di, N)
-    scan = _ssm_blocked if loops_are_cheap(xs) else _ssm_chunked
-    y, ssm = scan(xs, dt, a, bm, cm, ssm, cfg.chunk_size)  # (B, T, Di), (B, Di, N)
+    values = [plain(u) for u in (xs, dt, a, bm, cm, ssm)]
+    if not loops_are_cheap(*values) or xs.shape[1] == 0:  # device backends: the chunked scan
+        y, ssm = _ssm_chunked(xs, dt, a, bm, cm, ssm, cfg.chunk_size)  # (B, T, Di), (B, Di, N)
+    elif traced(xs):  # training on NumPy: one operation with a recomputing backward
+        y, ssm = _ssm_recomputed(xs, dt, a, bm, cm, ssm)
+    else:
+        y, ssm = _ssm_blocked(xs, dt, a, bm, cm, ssm, cfg.chunk_size)
     y = (y + xs * params[p + "D"]) * silu(z)  # (B, T, Di)
     out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, T, D)
     return out, conv, ssm
