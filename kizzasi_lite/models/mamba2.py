@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from kizzasi_lite.autodiff import custom, plain
 from kizzasi_lite.backends import loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
@@ -345,6 +346,38 @@ def ssd_chunked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, chunk: int) 
     return y, h_last
 
 
+def _ssd_block(xp: Any, x: Any, dt: Any, a: Any, bm: Any, state: Any) -> tuple[Any, Any, Any]:
+    """One block of the recurrence in the (B, G, N, R*P) layout: ``x`` (B, L, H, P), ``dt``
+    (B, L, H), ``a`` (H,), ``bm`` (B, L, G, N), ``state`` (B, G, N, R*P) before the block.
+    Returns the states after each step (B, L, G, N, R*P), written in place over the inputs
+    ``dt x B`` (NumPy-backed arrays only), the decays and ``dt x``, both (B, L, G, 1, R*P)."""
+    bsz, steps, h, p = x.shape
+    g = bm.shape[2]
+    rp = h // g * p
+    decay = xp.broadcast_to(xp.exp(dt * a)[..., None], (bsz, steps, h, p))  # (B, L, H, P)
+    decay = xp.reshape(decay, (bsz, steps, g, 1, rp))  # (B, L, G, 1, R*P)
+    xdt = xp.reshape(x * dt[..., None], (bsz, steps, g, 1, rp))  # (B, L, G, 1, R*P)
+    states = bm[..., None] * xdt  # (B, L, G, N, R*P): the inputs
+    for j in range(steps):  # in place: row j becomes the state after step j
+        row = states[:, j, ...]  # (B, G, N, R*P), a view
+        row += decay[:, j, ...] * state
+        state = row
+    return states, decay, xdt
+
+
+def _to_rows(xp: Any, h: Any, g: int) -> Any:
+    """A state (B, H, P, N) in the (B, G, N, R*P) layout (a transposed view)."""
+    bsz, nh, p, n = h.shape
+    return xp.permute_dims(xp.reshape(h, (bsz, g, nh // g * p, n)), (0, 1, 3, 2))
+
+
+def _from_rows(xp: Any, s: Any, h: int) -> Any:
+    """A state (B, G, N, R*P) back in the (B, H, P, N) layout, as a new array."""
+    bsz, g, n, rp = s.shape
+    out = xp.reshape(xp.permute_dims(s, (0, 1, 3, 2)), (bsz, h, rp * g // h, n))
+    return xp.asarray(out, copy=True)  # (B, H, P, N)
+
+
 def ssd_blocked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int) -> tuple[Any, Any]:
     """:func:`ssd_chunked`'s result by the recurrence, over blocks of ``block`` steps (inference).
 
@@ -354,32 +387,110 @@ def ssd_blocked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int) 
     (B, G, N, R*P), a transposed view of (B, H, P, N), so that every elementwise op runs along
     R*P contiguous numbers rather than N. Each block's states are written in place over its
     inputs, so it takes NumPy-backed arrays only (``loops_are_cheap``; else InputError), and it is
-    not for autodiff: training and the device backends go through :func:`ssd_chunked`.
+    not for autodiff: training goes through :func:`_ssd_recomputed` (NumPy) or
+    :func:`ssd_chunked`.
     """
     check_numpy_backed("ssd_blocked", x, dt, a, bm, cm, h0)
     xp = namespace(x)
     bsz, t, h, p = x.shape
-    g, n = bm.shape[2], bm.shape[3]
-    rp = h // g * p
-    state = xp.permute_dims(xp.reshape(h0, (bsz, g, rp, n)), (0, 1, 3, 2))  # (B, G, N, R*P)
-    ys = []
+    state, ys = _to_rows(xp, h0, bm.shape[2]), []  # (B, G, N, R*P)
     for t0 in range(0, t, block):
-        steps = min(block, t - t0)
-        dtb = dt[:, t0 : t0 + steps, :]  # (B, L, H)
-        decay = xp.broadcast_to(xp.exp(dtb * a)[..., None], (bsz, steps, h, p))  # (B, L, H, P)
-        decay = xp.reshape(decay, (bsz, steps, g, 1, rp))  # (B, L, G, 1, R*P)
-        xdt = xp.reshape(x[:, t0 : t0 + steps, ...] * dtb[..., None], (bsz, steps, g, 1, rp))
-        states = bm[:, t0 : t0 + steps, :, :, None] * xdt  # (B, L, G, N, R*P): the inputs
-        for j in range(steps):  # in place: row j becomes the state after step j
-            row = states[:, j, ...]  # (B, G, N, R*P), a view
-            row += decay[:, j, ...] * state
-            state = row
-        y = cm[:, t0 : t0 + steps, :, None, :] @ states  # (B, L, G, 1, R*P)
-        ys.append(xp.reshape(y, (bsz, steps, h, p)))  # (B, L, H, P)
+        sl = slice(t0, min(t0 + block, t))
+        states, _, _ = _ssd_block(xp, x[:, sl, ...], dt[:, sl, ...], a, bm[:, sl, ...], state)
+        y = cm[:, sl, :, None, :] @ states  # (B, L, G, 1, R*P)
+        ys.append(xp.reshape(y, (bsz, y.shape[1], h, p)))  # (B, L, H, P)
+        state = states[:, -1, ...]  # (B, G, N, R*P)
     if not ys:
         return x, h0
-    h_last = xp.reshape(xp.permute_dims(state, (0, 1, 3, 2)), (bsz, h, p, n))  # (B, H, P, N)
-    return xp.concat(ys, axis=1), h_last  # (B, T, H, P), (B, H, P, N)
+    return xp.concat(ys, axis=1), _from_rows(xp, state, h)  # (B, T, H, P), (B, H, P, N)
+
+
+# Numbers per (B, L, G, N, R*P) array of a block in :func:`_ssd_recomputed` (4 MiB of float32).
+_GRAD_BLOCK_NUMBERS = 1 << 20
+
+
+def _ssd_recomputed(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any) -> tuple[Any, Any]:
+    """:func:`ssd_chunked` as one differentiable operation, for training on NumPy-backed arrays.
+
+    The forward runs :func:`ssd_blocked`'s recurrence keeping only the state at the start of
+    each (cache-sized) block; the backward recomputes a block's states from it and runs the
+    adjoint recurrence backwards, ``lambda_t = gy_t C_t + exp(dt_{t+1} a) lambda_{t+1}``
+    (``lambda`` = dL/dh_t), from which every input's gradient is a product per block. Through
+    the tape the SSD would keep every chunk's Q x Q masks and states instead. Same arguments
+    and results as :func:`ssd_chunked` (tested equal, with its gradients).
+    """
+    v = [plain(u) for u in (x, dt, a, bm, cm, h0)]
+    xp = namespace(*v)
+    bsz, t, h, p = v[0].shape
+    g, n = v[3].shape[2], v[3].shape[3]
+    block = max(1, _GRAD_BLOCK_NUMBERS // max(1, bsz * h * p * n))
+    state, ys, starts = _to_rows(xp, v[5], g), [], []
+    for t0 in range(0, t, block):
+        sl = slice(t0, min(t0 + block, t))
+        starts.append(state)
+        states, _, _ = _ssd_block(
+            xp, v[0][:, sl, ...], v[1][:, sl, ...], v[2], v[3][:, sl, ...], state
+        )
+        y = v[4][:, sl, :, None, :] @ states  # (B, L, G, 1, R*P)
+        ys.append(xp.reshape(y, (bsz, y.shape[1], h, p)))  # (B, L, H, P)
+        state = xp.asarray(states[:, -1, ...], copy=True)  # (B, G, N, R*P), not a view
+    memo: dict[str, Any] = {}
+
+    def grads(gy: Any, gh: Any) -> dict[str, Any]:
+        key = (id(gy), id(gh))
+        if memo.get("key") != key:  # one backward serves the vjps of all six inputs
+            memo.update(key=key, grads=_ssd_backward(xp, v, starts, block, gy, gh))
+        return memo["grads"]
+
+    inputs = {"x": x, "dt": dt, "a": a, "bm": bm, "cm": cm, "h0": h0}
+    y_out = custom(
+        xp.concat(ys, axis=1), [(u, lambda g, k=k: grads(g, None)[k]) for k, u in inputs.items()]
+    )  # (B, T, H, P)
+    h_out = custom(
+        _from_rows(xp, state, h), [(u, lambda g, k=k: grads(None, g)[k]) for k, u in inputs.items()]
+    )  # (B, H, P, N)
+    return y_out, h_out
+
+
+def _ssd_backward(xp: Any, v: list, starts: list, block: int, gy: Any, gh: Any) -> dict[str, Any]:
+    """Gradients of :func:`_ssd_recomputed`'s inputs given ``gy`` (B, T, H, P) of ``y`` and ``gh``
+    (B, H, P, N) of the last state (either may be None: zero)."""
+    x, dt, a, bm, cm, h0 = v
+    bsz, t, h, p = x.shape
+    g = bm.shape[2]
+    rp = h // g * p
+    if gy is None:
+        gy = xp.zeros_like(x)
+    lam_in = xp.zeros_like(starts[0]) if gh is None else _to_rows(xp, gh, g)  # (B, G, N, R*P)
+    g_a = xp.zeros_like(a)  # (H,)
+    parts: dict[str, list] = {"x": [], "dt": [], "bm": [], "cm": []}
+    for k in range(len(starts) - 1, -1, -1):
+        sl = slice(k * block, min((k + 1) * block, t))
+        xb, dtb, bmb, cmb = x[:, sl, ...], dt[:, sl, ...], bm[:, sl, ...], cm[:, sl, ...]
+        hs, decay, xdt = _ssd_block(xp, xb, dtb, a, bmb, starts[k])  # (B, L, G, N|1, R*P)
+        steps = hs.shape[1]
+        gyb = xp.reshape(gy[:, sl, ...], (bsz, steps, g, 1, rp))  # (B, L, G, 1, R*P)
+        lam = cmb[..., None] * gyb  # (B, L, G, N, R*P): gy_t C_t, then lambda (in place)
+        last = lam[:, -1, ...]
+        last += lam_in  # lambda of the step after the block, already through its decay
+        for j in range(steps - 2, -1, -1):
+            row = lam[:, j, ...]
+            row += decay[:, j + 1, ...] * lam[:, j + 1, ...]
+        lam_in = decay[:, 0, ...] * lam[:, 0, ...]  # (B, G, N, R*P): dL/dh before the block
+        h_prev = xp.concat([starts[k][:, None, ...], hs[:, :-1, ...]], axis=1)  # (B,L,G,N,RP)
+        g_xdt = bmb[:, :, :, None, :] @ lam  # (B, L, G, 1, R*P): sum_n B_n lambda_n
+        g_xdt = xp.reshape(g_xdt, (bsz, steps, h, p))  # (B, L, H, P)
+        parts["cm"].append((hs @ xp.matrix_transpose(gyb))[..., 0])  # (B, L, G, N)
+        parts["bm"].append((lam @ xp.matrix_transpose(xdt))[..., 0])  # (B, L, G, N)
+        per_head = xp.reshape(xp.sum(lam * h_prev, axis=3), (bsz, steps, h, p))  # (B, L, H, P)
+        g_dta = xp.sum(per_head, axis=-1) * xp.exp(dtb * a)  # (B, L, H): dL/d(dt a)
+        parts["dt"].append(g_dta * a + xp.sum(g_xdt * xb, axis=-1))  # (B, L, H)
+        parts["x"].append(g_xdt * dtb[..., None])  # (B, L, H, P)
+        g_a = g_a + xp.sum(g_dta * dtb, axis=(0, 1))  # (H,)
+    out = {key: xp.concat(p[::-1], axis=1) for key, p in parts.items()}
+    out["a"] = g_a
+    out["h0"] = _from_rows(xp, lam_in, h)  # (B, H, P, N)
+    return out
 
 
 def _ssd_step(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any) -> tuple[Any, Any]:
@@ -449,8 +560,11 @@ def _mixer(
     dt = _time_step(cfg, dt_raw, params[pre + "dt_bias"])  # (*lead, H)
     a = -xp.exp(params[pre + "A_log"])  # (H,)
 
-    if sequence:  # gradients and devices take the chunked form; NumPy inference runs blocks
-        if loops_are_cheap(xs):
+    if sequence:  # NumPy runs blocks of the recurrence; devices take the chunked SSD
+        numpy_backed = loops_are_cheap(*[plain(u) for u in (xs, dt, a, bm, cm, ssm)])
+        if numpy_backed and traced(xs) and xs.shape[1]:  # training: a recomputing backward
+            y, ssm = _ssd_recomputed(xs, dt, a, bm, cm, ssm)  # (B, T, H, P)
+        elif numpy_backed and not traced(xs):
             y, ssm = ssd_blocked(xs, dt, a, bm, cm, ssm, cfg.chunk_size)  # (B, T, H, P)
         else:
             chunk = min(cfg.chunk_size, _GRAD_CHUNK) if traced(xs) else cfg.chunk_size

@@ -353,3 +353,41 @@ def test_many_streams_update_in_blocks_as_the_plain_step(xp, monkeypatch):
     assert_close(y, y_ref, xp=xp, rtol=1e-12, atol=1e-12)
     for key in s:
         assert_close(s[key], s_ref[key], xp=xp, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("t,block_steps,groups", [(1, 1, 1), (9, 4, 2), (12, 5, 4), (6, 8, 1)])
+def test_recomputed_ssd_gradients_equal_the_chunked_ssd(xp, t, block_steps, groups, monkeypatch):
+    """Training on NumPy runs the SSD recurrence as one operation with a recomputing backward
+    (blocks of ``block_steps`` steps here); its value and the gradients of all six inputs, from
+    ``y`` and from the last state, equal those of the chunked SSD through the tape."""
+    from kizzasi_lite.autodiff import value_and_grad
+    from kizzasi_lite.backends import backend_name, namespace
+
+    if backend_name(xp) not in ("numpy", "array_api_strict"):
+        pytest.skip("device backends train through the chunked SSD")
+    rng = np.random.default_rng(t + block_steps)
+    b, h, p, n = 2, 4, 3, 5
+    monkeypatch.setattr(arch, "_GRAD_BLOCK_NUMBERS", block_steps * b * h * p * n)
+    shapes = {"x": (b, t, h, p), "bm": (b, t, groups, n), "cm": (b, t, groups, n)}
+    inputs = {k: xp.asarray(rng.normal(size=s)) for k, s in shapes.items()}
+    inputs["dt"] = xp.asarray(rng.uniform(0.05, 1.0, size=(b, t, h)))
+    inputs["a"] = xp.asarray(-rng.uniform(0.1, 2.0, size=(h,)))
+    inputs["h0"] = xp.asarray(rng.normal(size=(b, h, p, n)))
+    wy, wh = xp.asarray(rng.normal(size=(b, t, h, p))), xp.asarray(rng.normal(size=(b, h, p, n)))
+
+    def loss(scan):
+        def f(q):
+            y, s = scan(q)
+            ns = namespace(y, s)
+            return ns.sum(y * wy) + ns.sum(s * wh)
+
+        return f
+
+    order = ("x", "dt", "a", "bm", "cm", "h0")
+    v_ref, g_ref = value_and_grad(
+        loss(lambda q: arch.ssd_chunked(*(q[k] for k in order), 4)), inputs
+    )
+    v, g = value_and_grad(loss(lambda q: arch._ssd_recomputed(*(q[k] for k in order))), inputs)
+    assert float(v) == pytest.approx(float(v_ref), rel=1e-10, abs=1e-10)
+    for k in order:
+        assert_close(g[k], g_ref[k], xp=xp, rtol=1e-9, atol=1e-10)
