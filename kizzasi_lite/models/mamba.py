@@ -20,6 +20,13 @@ A layer is ``h <- h + out_proj(mixer(RMSNorm(h)))``; the output is ``norm_f(h)``
 ``last_hidden_state`` of ``MambaModel`` for ``inputs_embeds=x``. The state of a layer is the last
 ``K-1`` conv inputs ``layers.{i}.conv`` (B, K-1, d_inner) and ``layers.{i}.ssm`` (B, d_inner, N).
 
+The sequence path scans ``h_t`` three ways, tested equal: the chunked scan (``_ssm_chunked``, the
+device backends, also under autodiff); on NumPy-backed arrays at inference, the recurrence in
+blocks (``_ssm_blocked``), and in training one differentiable operation whose backward
+recomputes each block's states and runs the adjoint recurrence (``_ssm_recomputed``), so that no
+(B, T, d_inner, N) tensor is kept for the backward. The step runs on arrays derived from the
+weights once (``_prepare_step``).
+
 References:
 
 - A. Gu, T. Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces" (2023),

@@ -25,11 +25,15 @@ A layer is ``h <- h + out_proj(mixer(RMSNorm(h)))``; the output is ``norm_f(h)``
 The sequence path is the chunked SSD algorithm of ``ssd_minimal.py``: (1) intra-chunk outputs as
 masked matmuls ``(C B^T o L) X``, (2) the state each chunk produces, (3) the recurrence of the
 states across chunk boundaries (a scan over chunks), (4) the output of the carried-in state.
-That is the path gradients and the device backends go through (under autodiff in chunks of at
-most ``_GRAD_CHUNK`` steps); at inference on NumPy-backed arrays, ``forward`` runs the recurrence
-itself in blocks of ``chunk_size`` steps (``ssd_blocked``, tested equal): on a CPU it does less
-work than the ``Q x Q`` masks of SSD. The step path is the O(1) recurrence; at inference it runs
-on a few arrays derived from the weights once (``_prepare_step``, cached per set of weights).
+That is the path the device backends go through (under autodiff in chunks of at most
+``_GRAD_CHUNK`` steps). On NumPy-backed arrays ``forward`` runs the recurrence itself in blocks of
+``chunk_size`` steps (``ssd_blocked``, tested equal): on a CPU it does less work than the
+``Q x Q`` masks of SSD; a long sequence goes through the stack in cache-sized time segments; and
+training runs it as one differentiable operation whose backward recomputes each block's states
+and runs the adjoint recurrence (``_ssd_recomputed``, its gradients tested equal to the chunked
+SSD's). The step path is the O(1) recurrence; at inference it runs on a few arrays derived from
+the weights once (``_prepare_step``, cached per set of weights), and many streams update their
+states in cache-sized blocks of streams.
 
 References:
 
