@@ -76,3 +76,17 @@ def test_loops_are_cheap_for_plain_numpy_backed_arrays_only(xp):
     value_and_grad(f, {"w": x})
     assert seen == [False]  # autodiff tensors take the chunked path
     assert loops_are_cheap(x, 1.0, None) == (backend_name(xp) in ("numpy", "array_api_strict"))
+
+
+def test_numpy_reshape_keeps_the_standard_copy_semantics():
+    """The NumPy namespace's faster ``reshape`` (the array method) still follows the standard."""
+    xp = get_namespace("numpy")
+    x = xp.reshape(xp.arange(6.0), (2, 3))
+    view = xp.reshape(x, (3, 2))
+    assert view.shape == (3, 2) and np.shares_memory(view, x)  # copy=None: a view when possible
+    copied = xp.reshape(x, (6,), copy=True)
+    assert not np.shares_memory(copied, x)
+    with pytest.raises(ValueError):
+        xp.reshape(x.mT, (6,), copy=False)  # a transposed layout cannot be a flat view
+    np.testing.assert_array_equal(xp.reshape(x.mT, (6,)), [0, 3, 1, 4, 2, 5])  # copy=None copies
+    assert namespace(x) is xp
