@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import Any, Self
 
+from kizzasi_lite.autodiff import custom
 from kizzasi_lite.backends import backend_name, dtype_of, loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, InputError, WeightsError
 from kizzasi_lite.nn import rms_norm
@@ -190,6 +191,24 @@ def check_numpy_backed(name: str, *arrays: Any) -> None:
             f"{name} updates NumPy views in place: it takes plain numpy or array_api_strict "
             f"arrays, got {backend_name(namespace(*arrays))} arrays (use the chunked scan)"
         )
+
+
+def scan_operation(y: Any, h_last: Any, inputs: dict[str, Any], backward: Callable) -> tuple:
+    """A scan's outputs ``y`` and ``h_last`` (plain arrays) as one differentiable operation of
+    ``inputs`` (name -> array or autodiff tensor): ``backward(gy, gh)`` returns every input's
+    gradient by name given the gradients of ``y`` and of ``h_last`` (either None: zero). It runs
+    once per output's gradient and serves the vector-Jacobian products of all the inputs."""
+    memo: dict[str, Any] = {}
+
+    def grads(gy: Any, gh: Any) -> dict[str, Any]:
+        key = (id(gy), id(gh))
+        if memo.get("key") != key:
+            memo.update(key=key, grads=backward(gy, gh))
+        return memo["grads"]
+
+    y_out = custom(y, [(u, lambda g, k=k: grads(g, None)[k]) for k, u in inputs.items()])
+    h_out = custom(h_last, [(u, lambda g, k=k: grads(None, g)[k]) for k, u in inputs.items()])
+    return y_out, h_out
 
 
 # state-spaces/mamba (mamba_ssm) config.json names -> Hugging Face names

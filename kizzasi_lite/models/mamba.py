@@ -40,9 +40,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from kizzasi_lite.autodiff import custom, plain
+from kizzasi_lite.autodiff import plain
 from kizzasi_lite.backends import loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
@@ -60,6 +61,7 @@ from kizzasi_lite.models._common import (
     run_mamba_stack,
     run_mamba_step,
     scaled_norm_weight,
+    scan_operation,
     select_params,
     strip_prefix,
     traced,
@@ -328,18 +330,9 @@ def _ssm_recomputed(xs: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any) -> tupl
         h = xp.asarray(hs[:, -1, ...], copy=True)  # (B, N, Di), not a view of the block
     y = xp.concat(ys, axis=1)  # (B, T, Di)
     h_last = xp.permute_dims(h, (0, 2, 1))  # (B, Di, N)
-    memo: dict[str, Any] = {}
-
-    def grads(gy: Any, gh: Any) -> dict[str, Any]:
-        key = (id(gy), id(gh))
-        if memo.get("key") != key:  # one backward serves the vjps of all six inputs
-            memo.update(key=key, grads=_ssm_backward(xp, v, a_t, starts, block, gy, gh))
-        return memo["grads"]
-
     inputs = {"xs": xs, "dt": dt, "a": a, "bm": bm, "cm": cm, "h0": h0}
-    y_out = custom(y, [(u, lambda g, k=k: grads(g, None)[k]) for k, u in inputs.items()])
-    h_out = custom(h_last, [(u, lambda g, k=k: grads(None, g)[k]) for k, u in inputs.items()])
-    return y_out, h_out
+    backward = partial(_ssm_backward, xp, v, a_t, starts, block)
+    return scan_operation(y, h_last, inputs, backward)
 
 
 def _ssm_backward(

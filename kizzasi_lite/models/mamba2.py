@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from kizzasi_lite.autodiff import custom, plain
+from kizzasi_lite.autodiff import plain
 from kizzasi_lite.backends import loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
@@ -71,6 +71,7 @@ from kizzasi_lite.models._common import (
     run_mamba_stack,
     run_mamba_step,
     scaled_norm_weight,
+    scan_operation,
     select_params,
     strip_prefix,
     traced,
@@ -438,22 +439,9 @@ def _ssd_recomputed(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any) -> tuple
         y = v[4][:, sl, :, None, :] @ states  # (B, L, G, 1, R*P)
         ys.append(xp.reshape(y, (bsz, y.shape[1], h, p)))  # (B, L, H, P)
         state = xp.asarray(states[:, -1, ...], copy=True)  # (B, G, N, R*P), not a view
-    memo: dict[str, Any] = {}
-
-    def grads(gy: Any, gh: Any) -> dict[str, Any]:
-        key = (id(gy), id(gh))
-        if memo.get("key") != key:  # one backward serves the vjps of all six inputs
-            memo.update(key=key, grads=_ssd_backward(xp, v, starts, block, gy, gh))
-        return memo["grads"]
-
     inputs = {"x": x, "dt": dt, "a": a, "bm": bm, "cm": cm, "h0": h0}
-    y_out = custom(
-        xp.concat(ys, axis=1), [(u, lambda g, k=k: grads(g, None)[k]) for k, u in inputs.items()]
-    )  # (B, T, H, P)
-    h_out = custom(
-        _from_rows(xp, state, h), [(u, lambda g, k=k: grads(None, g)[k]) for k, u in inputs.items()]
-    )  # (B, H, P, N)
-    return y_out, h_out
+    backward = partial(_ssd_backward, xp, v, starts, block)
+    return scan_operation(xp.concat(ys, axis=1), _from_rows(xp, state, h), inputs, backward)
 
 
 def _ssd_backward(xp: Any, v: list, starts: list, block: int, gy: Any, gh: Any) -> dict[str, Any]:

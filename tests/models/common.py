@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
-from kizzasi_lite.backends import namespace
+from kizzasi_lite.backends import loops_are_cheap, namespace, to_numpy
 from kizzasi_lite.backends.random import Generator
+from kizzasi_lite.errors import InputError
 from tests.conftest import assert_close, rand
 
 
@@ -57,6 +59,23 @@ def assert_prepared_step_is_plain(arch, cfg, xp, params, dtype, changed_key, del
     assert_states_close(s, s_ref, xp=xp)
     new = {**params, changed_key: params[changed_key] + delta}
     assert_close(arch.step(cfg, new, x, s0)[0], arch._step_plain(cfg, new, x, s0)[0], xp=xp)
+
+
+def assert_blocked_scan_is_chunked(blocked, chunked, args, block, dtype, xp):
+    """``blocked(*args, block)`` (the in-place inference scan) equals ``chunked(*args, block)``
+    and leaves the state passed in (the last argument) untouched; off NumPy it refuses with
+    InputError (it writes its states into views of its own buffers)."""
+    y_ref, h_ref = chunked(*args, block)
+    if not loops_are_cheap(*args):
+        with pytest.raises(InputError, match="NumPy views in place"):
+            blocked(*args, block)
+        return
+    h0 = to_numpy(args[-1]).copy()
+    y, h = blocked(*args, block)
+    np.testing.assert_array_equal(to_numpy(args[-1]), h0)
+    t32 = {"rtol": 1e-6, "atol": 1e-6} if dtype == "float32" else {}
+    assert_close(y, y_ref, xp=xp, **t32)
+    assert_close(h, h_ref, xp=xp, **t32)
 
 
 def assert_state_numel(arch, cfg, xp, batch):
