@@ -6,7 +6,9 @@
   selecting our parameters with their shapes checked (``WeightsError`` names the first missing
   or mis-shaped key), checking config.json against the sizes the tensors imply;
 - the Mamba family (mamba, mamba2): shared config checks, the ``dt`` bias init, mamba_ssm's
-  config.json names, and the pre-norm residual stack both run;
+  config.json names, the pre-norm residual stack both run (whole sequences in cache-sized time
+  segments on NumPy, and the fast step's layer loop), the guard of the in-place blocked scans
+  and :func:`scan_operation`, which records a recomputing scan on the autodiff tape;
 - :func:`prepared`: the inference-only cache of what a single step derives from the weights.
 """
 
@@ -355,8 +357,8 @@ def prepared(build: Callable, cfg: Any, params: dict[str, Any], *arrays: Any) ->
     A step of a small model costs about one microsecond per array call, so what it derives from
     the weights alone (``-exp(A_log)``, transposed conv taps, ``D[:, None]``) is computed once.
     The cache is keyed on ``cfg`` (hashable), the parameter names and the *identity* of the
-    arrays, and holds only weak references to them: an entry is dropped as soon as one of its arrays is freed, so an id
-    found here always names the array the entry was computed from. Parameters are never mutated
+    arrays, and holds only weak references to them: an entry is dropped as soon as one of its
+    arrays is freed, so an id found here always names the array the entry was computed from. Parameters are never mutated
     in place (DESIGN.md), so new weights are new arrays, and new arrays a new entry: a predictor
     that replaces ``params`` or an optimizer that builds new arrays needs no invalidation.
 

@@ -389,10 +389,10 @@ def _mixer_seq(
     xs = silu(xs)  # (B, T, Di)
     dt, bm, cm = _selective_params(cfg, params, p, xs)
     a = -xp.exp(params[p + "A_log"])  # (Di, N)
-    values = [plain(u) for u in (xs, dt, a, bm, cm, ssm)]
-    if not loops_are_cheap(*values) or xs.shape[1] == 0:  # device backends: the chunked scan
+    args = (xs, dt, a, bm, cm, ssm)
+    if not loops_are_cheap(*map(plain, args)) or xs.shape[1] == 0:  # devices: the chunked scan
         y, ssm = _ssm_chunked(xs, dt, a, bm, cm, ssm, cfg.chunk_size)  # (B, T, Di), (B, Di, N)
-    elif traced(xs):  # training on NumPy: one operation with a recomputing backward
+    elif any(map(traced, args)):  # training on NumPy: one operation, a recomputing backward
         y, ssm = _ssm_recomputed(xs, dt, a, bm, cm, ssm)
     else:
         y, ssm = _ssm_blocked(xs, dt, a, bm, cm, ssm, cfg.chunk_size)

@@ -553,13 +553,14 @@ def _mixer(
     a = -xp.exp(params[pre + "A_log"])  # (H,)
 
     if sequence:  # NumPy runs blocks of the recurrence; devices take the chunked SSD
-        numpy_backed = loops_are_cheap(*[plain(u) for u in (xs, dt, a, bm, cm, ssm)])
-        if numpy_backed and traced(xs) and xs.shape[1]:  # training: a recomputing backward
+        args = (xs, dt, a, bm, cm, ssm)
+        numpy_backed, training = loops_are_cheap(*map(plain, args)), any(map(traced, args))
+        if numpy_backed and training and xs.shape[1]:  # one operation, a recomputing backward
             y, ssm = _ssd_recomputed(xs, dt, a, bm, cm, ssm)  # (B, T, H, P)
-        elif numpy_backed and not traced(xs):
+        elif numpy_backed and not training:
             y, ssm = ssd_blocked(xs, dt, a, bm, cm, ssm, cfg.chunk_size)  # (B, T, H, P)
         else:
-            chunk = min(cfg.chunk_size, _GRAD_CHUNK) if traced(xs) else cfg.chunk_size
+            chunk = min(cfg.chunk_size, _GRAD_CHUNK) if training else cfg.chunk_size
             y, ssm = ssd_chunked(xs, dt, a, bm, cm, ssm, chunk)  # (B, T, H, P)
     else:
         y, ssm = _ssd_step(xs, dt, a, bm, cm, ssm)  # (B, H, P)

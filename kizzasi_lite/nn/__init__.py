@@ -97,7 +97,7 @@ def causal_conv1d(x: Any, weight: Any, bias: Any, state: Any) -> tuple[Any, Any]
     ``x`` (B, T, C), ``weight`` (C, 1, K) as torch's ``Conv1d(groups=C)``, ``bias`` (C,) or None,
     ``state`` (B, K-1, C): the inputs before ``x``. Returns ``y`` (B, T, C) and the new state.
     """
-    xp = namespace(x, weight)
+    xp = namespace(x, weight, state)
     k = weight.shape[-1]
     t = x.shape[1]
     xx = xp.concat([state, x], axis=1)  # (B, K-1+T, C)
@@ -112,7 +112,7 @@ def causal_conv1d(x: Any, weight: Any, bias: Any, state: Any) -> tuple[Any, Any]
 
 def causal_conv1d_step(x: Any, weight: Any, bias: Any, state: Any) -> tuple[Any, Any]:
     """One step of :func:`causal_conv1d`: ``x`` (B, C), ``state`` (B, K-1, C) -> (B, C), state."""
-    xp = namespace(x, weight)
+    xp = namespace(x, weight, state)
     xx = xp.concat([state, x[:, None, :]], axis=1)  # (B, K, C)
     y = xp.sum(xx * weight[:, 0, :].mT, axis=1)  # (B, C)
     if bias is not None:
