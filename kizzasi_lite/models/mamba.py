@@ -277,7 +277,7 @@ def _transposed(xp: Any, a: Any) -> Any:
 
 
 def _ssm_blocked(
-    xs: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int
+    xs: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int, starts: list | None = None
 ) -> tuple[Any, Any]:
     """:func:`_ssm_chunked` step by step, over blocks of ``block`` steps (inference path).
 
@@ -286,20 +286,22 @@ def _ssm_blocked(
     so no (B, T, Di, N) array is built. The running state is kept as (B, N, Di), a transposed
     view of (B, Di, N), so that every elementwise op runs along Di contiguous numbers rather than
     N. Each block's states are written in place over its inputs, so it takes NumPy-backed arrays
-    only (``loops_are_cheap``), and it is not for autodiff.
+    only (``loops_are_cheap``), and it is not for autodiff. A ``starts`` list receives the state
+    before each block, (B, N, Di).
     """
     check_numpy_backed("_ssm_blocked", xs, dt, a, bm, cm, h0)
     xp = namespace(xs)
     h, ys, a_t = xp.permute_dims(h0, (0, 2, 1)), [], _transposed(xp, a)  # (B, N, Di), (N, Di)
     for t0 in range(0, xs.shape[1], block):
-        t1 = min(t0 + block, xs.shape[1])
-        hs, _ = _block_states(xp, dt[:, t0:t1, ...], xs[:, t0:t1, ...], a_t, bm[:, t0:t1, ...], h)
-        ys.append((cm[:, t0:t1, None, :] @ hs)[:, :, 0, :])  # (B, L, Di)
-        h = hs[:, -1, ...]  # (B, N, Di)
+        sl = slice(t0, min(t0 + block, xs.shape[1]))
+        if starts is not None:
+            starts.append(h)
+        hs, _ = _block_states(xp, dt[:, sl, ...], xs[:, sl, ...], a_t, bm[:, sl, ...], h)
+        ys.append((cm[:, sl, None, :] @ hs)[:, :, 0, :])  # (B, L, Di)
+        h = xp.asarray(hs[:, -1, ...], copy=True)  # (B, N, Di), not a view of the block
     if not ys:
         return xs, h0
-    h_last = xp.asarray(xp.permute_dims(h, (0, 2, 1)), copy=True)  # (B, Di, N), not a view
-    return xp.concat(ys, axis=1), h_last  # (B, T, Di), (B, Di, N)
+    return xp.concat(ys, axis=1), xp.permute_dims(h, (0, 2, 1))  # (B, T, Di), (B, Di, N)
 
 
 # Numbers per (B, L, N, Di) array of a block in :func:`_ssm_recomputed` (4 MiB of float32).
@@ -311,37 +313,28 @@ def _ssm_recomputed(xs: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any) -> tupl
 
     Through the tape, the chunked scan keeps every state and every level of its doubling: at a
     batch of 32 windows of 128 steps of the default preset, gigabytes per layer. Here the
-    forward keeps only the state at the start of each block (of cache size); the backward
-    recomputes a block's states from it and runs the adjoint recurrence backwards,
-    ``lambda_t = gy_t C_t + exp(dt_{t+1} A) lambda_{t+1}`` (``lambda`` = dL/dh_t), from which
-    every input's gradient is a product per block (Mamba's recomputing selective-scan backward).
-    Same arguments and results as :func:`_ssm_chunked` (tested equal, with its gradients).
+    forward is :func:`_ssm_blocked` in cache-sized blocks, keeping only the state at the start
+    of each; the backward recomputes a block's states from it and runs the adjoint recurrence
+    backwards, ``lambda_t = gy_t C_t + exp(dt_{t+1} A) lambda_{t+1}`` (``lambda`` = dL/dh_t),
+    from which every input's gradient is a product per block (Mamba's recomputing
+    selective-scan backward). Same arguments and results as :func:`_ssm_chunked` (tested equal,
+    with its gradients).
     """
     v = [plain(u) for u in (xs, dt, a, bm, cm, h0)]
-    xp = namespace(*v)
-    bsz, t, di = v[0].shape
+    bsz, _, di = v[0].shape
     block = max(1, _GRAD_BLOCK_NUMBERS // max(1, bsz * di * v[2].shape[1]))
-    h, ys, starts, a_t = xp.permute_dims(v[5], (0, 2, 1)), [], [], _transposed(xp, v[2])
-    for t0 in range(0, t, block):
-        sl = slice(t0, min(t0 + block, t))
-        starts.append(h)
-        hs, _ = _block_states(xp, v[1][:, sl, ...], v[0][:, sl, ...], a_t, v[3][:, sl, ...], h)
-        ys.append((v[4][:, sl, None, :] @ hs)[:, :, 0, :])  # (B, L, Di)
-        h = xp.asarray(hs[:, -1, ...], copy=True)  # (B, N, Di), not a view of the block
-    y = xp.concat(ys, axis=1)  # (B, T, Di)
-    h_last = xp.permute_dims(h, (0, 2, 1))  # (B, Di, N)
+    starts: list = []
+    y, h_last = _ssm_blocked(*v, block, starts)
     inputs = {"xs": xs, "dt": dt, "a": a, "bm": bm, "cm": cm, "h0": h0}
-    backward = partial(_ssm_backward, xp, v, a_t, starts, block)
-    return scan_operation(y, h_last, inputs, backward)
+    return scan_operation(y, h_last, inputs, partial(_ssm_backward, v, starts, block))
 
 
-def _ssm_backward(
-    xp: Any, v: list, a_t: Any, starts: list, block: int, gy: Any, gh: Any
-) -> dict[str, Any]:
+def _ssm_backward(v: list, starts: list, block: int, gy: Any, gh: Any) -> dict[str, Any]:
     """Gradients of :func:`_ssm_recomputed`'s inputs given ``gy`` (B, T, Di) of ``y`` and ``gh``
     (B, Di, N) of the last state (either may be None: zero)."""
-    xs, dt, a, bm, cm, h0 = v
-    bsz, t, di = xs.shape
+    xs, dt, a, bm, cm, _ = v
+    xp = namespace(xs)
+    t, a_t = xs.shape[1], _transposed(xp, a)  # (N, Di)
     if gy is None:
         gy = xp.zeros_like(xs)
     lam_in = xp.zeros_like(starts[0]) if gh is None else xp.permute_dims(gh, (0, 2, 1))
@@ -349,12 +342,7 @@ def _ssm_backward(
     parts: dict[str, list] = {"xs": [], "dt": [], "bm": [], "cm": []}
     for k in range(len(starts) - 1, -1, -1):
         sl = slice(k * block, min((k + 1) * block, t))
-        dtb, xsb, bmb, gyb = (
-            dt[:, sl, ...],
-            xs[:, sl, ...],
-            bm[:, sl, ...],
-            gy[:, sl, ...],
-        )  # (B, L, ...)
+        dtb, xsb, bmb, gyb = dt[:, sl, ...], xs[:, sl, ...], bm[:, sl, ...], gy[:, sl, ...]
         hs, da = _block_states(xp, dtb, xsb, a_t, bmb, starts[k])  # (B, L, N, Di) each
         lam = cm[:, sl, :, None] * gyb[:, :, None, :]  # (B, L, N, Di): gy_t C_t, then lambda
         last = lam[:, -1, ...]

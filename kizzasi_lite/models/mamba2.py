@@ -383,7 +383,9 @@ def _from_rows(xp: Any, s: Any, h: int) -> Any:
     return xp.asarray(out, copy=True)  # (B, H, P, N)
 
 
-def ssd_blocked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int) -> tuple[Any, Any]:
+def ssd_blocked(
+    x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int, starts: list | None = None
+) -> tuple[Any, Any]:
     """:func:`ssd_chunked`'s result by the recurrence, over blocks of ``block`` steps (inference).
 
     Same arguments and result. Each block computes its decays and inputs at once, runs the
@@ -393,7 +395,7 @@ def ssd_blocked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int) 
     R*P contiguous numbers rather than N. Each block's states are written in place over its
     inputs, so it takes NumPy-backed arrays only (``loops_are_cheap``; else InputError), and it is
     not for autodiff: training goes through :func:`_ssd_recomputed` (NumPy) or
-    :func:`ssd_chunked`.
+    :func:`ssd_chunked`. A ``starts`` list receives the state before each block, (B, G, N, R*P).
     """
     check_numpy_backed("ssd_blocked", x, dt, a, bm, cm, h0)
     xp = namespace(x)
@@ -401,10 +403,12 @@ def ssd_blocked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int) 
     state, ys = _to_rows(xp, h0, bm.shape[2]), []  # (B, G, N, R*P)
     for t0 in range(0, t, block):
         sl = slice(t0, min(t0 + block, t))
+        if starts is not None:
+            starts.append(state)
         states, _, _ = _ssd_block(xp, x[:, sl, ...], dt[:, sl, ...], a, bm[:, sl, ...], state)
         y = cm[:, sl, :, None, :] @ states  # (B, L, G, 1, R*P)
         ys.append(xp.reshape(y, (bsz, y.shape[1], h, p)))  # (B, L, H, P)
-        state = states[:, -1, ...]  # (B, G, N, R*P)
+        state = xp.asarray(states[:, -1, ...], copy=True)  # (B, G, N, R*P), not a view
     if not ys:
         return x, h0
     return xp.concat(ys, axis=1), _from_rows(xp, state, h)  # (B, T, H, P), (B, H, P, N)
@@ -417,37 +421,27 @@ _GRAD_BLOCK_NUMBERS = 1 << 20
 def _ssd_recomputed(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any) -> tuple[Any, Any]:
     """:func:`ssd_chunked` as one differentiable operation, for training on NumPy-backed arrays.
 
-    The forward runs :func:`ssd_blocked`'s recurrence keeping only the state at the start of
-    each (cache-sized) block; the backward recomputes a block's states from it and runs the
-    adjoint recurrence backwards, ``lambda_t = gy_t C_t + exp(dt_{t+1} a) lambda_{t+1}``
+    The forward is :func:`ssd_blocked` in cache-sized blocks, keeping only the state at the
+    start of each; the backward recomputes a block's states from it and runs the adjoint
+    recurrence backwards, ``lambda_t = gy_t C_t + exp(dt_{t+1} a) lambda_{t+1}``
     (``lambda`` = dL/dh_t), from which every input's gradient is a product per block. Through
     the tape the SSD would keep every chunk's Q x Q masks and states instead. Same arguments
     and results as :func:`ssd_chunked` (tested equal, with its gradients).
     """
     v = [plain(u) for u in (x, dt, a, bm, cm, h0)]
-    xp = namespace(*v)
-    bsz, t, h, p = v[0].shape
-    g, n = v[3].shape[2], v[3].shape[3]
-    block = max(1, _GRAD_BLOCK_NUMBERS // max(1, bsz * h * p * n))
-    state, ys, starts = _to_rows(xp, v[5], g), [], []
-    for t0 in range(0, t, block):
-        sl = slice(t0, min(t0 + block, t))
-        starts.append(state)
-        states, _, _ = _ssd_block(
-            xp, v[0][:, sl, ...], v[1][:, sl, ...], v[2], v[3][:, sl, ...], state
-        )
-        y = v[4][:, sl, :, None, :] @ states  # (B, L, G, 1, R*P)
-        ys.append(xp.reshape(y, (bsz, y.shape[1], h, p)))  # (B, L, H, P)
-        state = xp.asarray(states[:, -1, ...], copy=True)  # (B, G, N, R*P), not a view
+    bsz, _, h, p = v[0].shape
+    block = max(1, _GRAD_BLOCK_NUMBERS // max(1, bsz * h * p * v[3].shape[3]))
+    starts: list = []
+    y, h_last = ssd_blocked(*v, block, starts)
     inputs = {"x": x, "dt": dt, "a": a, "bm": bm, "cm": cm, "h0": h0}
-    backward = partial(_ssd_backward, xp, v, starts, block)
-    return scan_operation(xp.concat(ys, axis=1), _from_rows(xp, state, h), inputs, backward)
+    return scan_operation(y, h_last, inputs, partial(_ssd_backward, v, starts, block))
 
 
-def _ssd_backward(xp: Any, v: list, starts: list, block: int, gy: Any, gh: Any) -> dict[str, Any]:
+def _ssd_backward(v: list, starts: list, block: int, gy: Any, gh: Any) -> dict[str, Any]:
     """Gradients of :func:`_ssd_recomputed`'s inputs given ``gy`` (B, T, H, P) of ``y`` and ``gh``
     (B, H, P, N) of the last state (either may be None: zero)."""
-    x, dt, a, bm, cm, h0 = v
+    x, dt, a, bm, cm, _ = v
+    xp = namespace(x)
     bsz, t, h, p = x.shape
     g = bm.shape[2]
     rp = h // g * p

@@ -78,6 +78,31 @@ def assert_blocked_scan_is_chunked(blocked, chunked, args, block, dtype, xp):
     assert_close(h, h_ref, xp=xp, **t32)
 
 
+def assert_recomputed_scan_is_chunked(recomputed, chunked, inputs, y_shape, xp, seed):
+    """``recomputed(*inputs.values())`` (training's one-operation scan) gives the value and the
+    gradients of every input that ``chunked(*inputs.values(), 4)`` gives through the tape, for
+    a loss weighting both ``y`` (``y_shape``) and the last state (shaped as the last input)."""
+    from kizzasi_lite.autodiff import value_and_grad
+
+    rng = np.random.default_rng(seed)
+    wy = xp.asarray(rng.normal(size=y_shape))
+    wh = xp.asarray(rng.normal(size=tuple(list(inputs.values())[-1].shape)))
+
+    def loss(scan):
+        def f(q):
+            y, h = scan(*q.values())
+            ns = namespace(y, h)
+            return ns.sum(y * wy) + ns.sum(h * wh)
+
+        return f
+
+    v_ref, g_ref = value_and_grad(loss(lambda *a: chunked(*a, 4)), inputs)
+    v, g = value_and_grad(loss(recomputed), inputs)
+    assert float(v) == pytest.approx(float(v_ref), rel=1e-10, abs=1e-10)
+    for k in inputs:
+        assert_close(g[k], g_ref[k], xp=xp, rtol=1e-9, atol=1e-10)
+
+
 def assert_state_numel(arch, cfg, xp, batch):
     """``arch.state_numel(cfg)`` counts the numbers of one stream of ``init_state``."""
     state = arch.init_state(cfg, batch, xp=xp, dtype=xp.float32)

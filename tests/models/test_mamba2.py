@@ -16,6 +16,7 @@ from tests.conftest import assert_close, rand
 from tests.models.common import (
     assert_blocked_scan_is_chunked,
     assert_prepared_step_is_plain,
+    assert_recomputed_scan_is_chunked,
     assert_state_numel,
     perturb_torch,
     perturbed_params,
@@ -351,34 +352,21 @@ def test_recomputed_ssd_gradients_equal_the_chunked_ssd(xp, t, block_steps, grou
     """Training on NumPy runs the SSD recurrence as one operation with a recomputing backward
     (blocks of ``block_steps`` steps here); its value and the gradients of all six inputs, from
     ``y`` and from the last state, equal those of the chunked SSD through the tape."""
-    from kizzasi_lite.autodiff import value_and_grad
-    from kizzasi_lite.backends import backend_name, namespace
+    from kizzasi_lite.backends import backend_name
 
     if backend_name(xp) not in ("numpy", "array_api_strict"):
         pytest.skip("device backends train through the chunked SSD")
     rng = np.random.default_rng(t + block_steps)
     b, h, p, n = 2, 4, 3, 5
     monkeypatch.setattr(arch, "_GRAD_BLOCK_NUMBERS", block_steps * b * h * p * n)
-    shapes = {"x": (b, t, h, p), "bm": (b, t, groups, n), "cm": (b, t, groups, n)}
-    inputs = {k: xp.asarray(rng.normal(size=s)) for k, s in shapes.items()}
-    inputs["dt"] = xp.asarray(rng.uniform(0.05, 1.0, size=(b, t, h)))
-    inputs["a"] = xp.asarray(-rng.uniform(0.1, 2.0, size=(h,)))
-    inputs["h0"] = xp.asarray(rng.normal(size=(b, h, p, n)))
-    wy, wh = xp.asarray(rng.normal(size=(b, t, h, p))), xp.asarray(rng.normal(size=(b, h, p, n)))
-
-    def loss(scan):
-        def f(q):
-            y, s = scan(q)
-            ns = namespace(y, s)
-            return ns.sum(y * wy) + ns.sum(s * wh)
-
-        return f
-
-    order = ("x", "dt", "a", "bm", "cm", "h0")
-    v_ref, g_ref = value_and_grad(
-        loss(lambda q: arch.ssd_chunked(*(q[k] for k in order), 4)), inputs
+    inputs = {  # in the scans' argument order
+        "x": xp.asarray(rng.normal(size=(b, t, h, p))),
+        "dt": xp.asarray(rng.uniform(0.05, 1.0, size=(b, t, h))),
+        "a": xp.asarray(-rng.uniform(0.1, 2.0, size=(h,))),
+        "bm": xp.asarray(rng.normal(size=(b, t, groups, n))),
+        "cm": xp.asarray(rng.normal(size=(b, t, groups, n))),
+        "h0": xp.asarray(rng.normal(size=(b, h, p, n))),
+    }
+    assert_recomputed_scan_is_chunked(
+        arch._ssd_recomputed, arch.ssd_chunked, inputs, (b, t, h, p), xp, seed=t
     )
-    v, g = value_and_grad(loss(lambda q: arch._ssd_recomputed(*(q[k] for k in order))), inputs)
-    assert float(v) == pytest.approx(float(v_ref), rel=1e-10, abs=1e-10)
-    for k in order:
-        assert_close(g[k], g_ref[k], xp=xp, rtol=1e-9, atol=1e-10)
