@@ -195,22 +195,26 @@ def check_numpy_backed(name: str, *arrays: Any) -> None:
         )
 
 
-def scan_operation(y: Any, h_last: Any, inputs: dict[str, Any], backward: Callable) -> tuple:
-    """A scan's outputs ``y`` and ``h_last`` (plain arrays) as one differentiable operation of
-    ``inputs`` (name -> array or autodiff tensor): ``backward(gy, gh)`` returns every input's
-    gradient by name given the gradients of ``y`` and of ``h_last`` (either None: zero). It runs
-    once per output's gradient and serves the vector-Jacobian products of all the inputs."""
+def scan_operation(outputs: tuple, inputs: dict[str, Any], backward: Callable) -> tuple:
+    """A scan's ``outputs`` (plain arrays: ``y`` and the last state's parts) as one
+    differentiable operation of ``inputs`` (name -> array or autodiff tensor):
+    ``backward(*grads)``, given one gradient per output (None: zero), returns every input's
+    gradient by name. It runs once per output's gradient and serves the vector-Jacobian
+    products of all the inputs."""
     memo: dict[str, Any] = {}
 
-    def grads(gy: Any, gh: Any) -> dict[str, Any]:
-        key = (id(gy), id(gh))
+    def grads(j: int, g: Any) -> dict[str, Any]:
+        key = (j, id(g))
         if memo.get("key") != key:
-            memo.update(key=key, grads=backward(gy, gh))
+            given = [None] * len(outputs)
+            given[j] = g
+            memo.update(key=key, grads=backward(*given))
         return memo["grads"]
 
-    y_out = custom(y, [(u, lambda g, k=k: grads(g, None)[k]) for k, u in inputs.items()])
-    h_out = custom(h_last, [(u, lambda g, k=k: grads(None, g)[k]) for k, u in inputs.items()])
-    return y_out, h_out
+    return tuple(
+        custom(out, [(u, lambda g, j=j, k=k: grads(j, g)[k]) for k, u in inputs.items()])
+        for j, out in enumerate(outputs)
+    )
 
 
 # state-spaces/mamba (mamba_ssm) config.json names -> Hugging Face names

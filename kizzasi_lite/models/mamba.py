@@ -326,7 +326,7 @@ def _ssm_recomputed(xs: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any) -> tupl
     starts: list = []
     y, h_last = _ssm_blocked(*v, block, starts)
     inputs = {"xs": xs, "dt": dt, "a": a, "bm": bm, "cm": cm, "h0": h0}
-    return scan_operation(y, h_last, inputs, partial(_ssm_backward, v, starts, block))
+    return scan_operation((y, h_last), inputs, partial(_ssm_backward, v, starts, block))
 
 
 def _ssm_backward(v: list, starts: list, block: int, gy: Any, gh: Any) -> dict[str, Any]:

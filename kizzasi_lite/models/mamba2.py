@@ -434,7 +434,7 @@ def _ssd_recomputed(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any) -> tuple
     starts: list = []
     y, h_last = ssd_blocked(*v, block, starts)
     inputs = {"x": x, "dt": dt, "a": a, "bm": bm, "cm": cm, "h0": h0}
-    return scan_operation(y, h_last, inputs, partial(_ssd_backward, v, starts, block))
+    return scan_operation((y, h_last), inputs, partial(_ssd_backward, v, starts, block))
 
 
 def _ssd_backward(v: list, starts: list, block: int, gy: Any, gh: Any) -> dict[str, Any]:

@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from kizzasi_lite.backends import namespace
+from kizzasi_lite.autodiff import plain
+from kizzasi_lite.backends import loops_are_cheap, namespace
 from kizzasi_lite.errors import WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
@@ -46,7 +48,9 @@ from kizzasi_lite.models._common import (
     find_prefix,
     known_fields,
     resolve_dtype,
+    scan_operation,
     select_params,
+    traced,
 )
 from kizzasi_lite.nn import layer_norm, linear, sigmoid
 from kizzasi_lite.nn.init import orthogonal
@@ -233,8 +237,8 @@ def wkv_chunk(w: Any, u: Any, k: Any, v: Any, num: Any, den: Any, mx: Any) -> tu
     i = xp.reshape(pos, (1, c, 1))  # (1, c, 1) input step
     before = i < j  # (c, c, 1): token i is in the past of output j
     lw_self = u + k  # (B, c, A)
-    lw_state = xp.expand_dims(mx, axis=1) - xp.reshape(pos, (c, 1)) * w  # (B, c, A)
-    lw_tok = xp.expand_dims(k, axis=1) - (j - 1.0 - i) * w  # (B, c, c, A): [b, j, i, a]
+    lw_state = xp.expand_dims(mx, axis=1) - w * xp.reshape(pos, (c, 1))  # (B, c, A)
+    lw_tok = xp.expand_dims(k, axis=1) - w * (j - 1.0 - i)  # (B, c, c, A): [b, j, i, a]
     lw_tok = xp.where(before, lw_tok, xp.expand_dims(lw_self, axis=2))  # (B, c, c, A), no new max
     top = xp.maximum(xp.max(lw_tok, axis=2), xp.maximum(lw_self, lw_state))  # (B, c, A)
     e_tok = xp.exp(lw_tok - xp.expand_dims(top, axis=2))  # (B, c, c, A), all <= 1
@@ -244,7 +248,7 @@ def wkv_chunk(w: Any, u: Any, k: Any, v: Any, num: Any, den: Any, mx: Any) -> tu
     numer = numer + xp.sum(e_tok * xp.expand_dims(v, axis=1), axis=2)  # (B, c, A)
     denom = e_state * xp.expand_dims(den, axis=1) + e_self + xp.sum(e_tok, axis=2)  # (B, c, A)
     # the state after the chunk: weights k_i - (c-1-i) w and max - c w
-    lw_end = k - xp.reshape((c - 1.0) - pos, (c, 1)) * w  # (B, c, A)
+    lw_end = k - w * xp.reshape((c - 1.0) - pos, (c, 1))  # (B, c, A)
     lw_carry = mx - c * w  # (B, A)
     new_max = xp.maximum(xp.max(lw_end, axis=1), lw_carry)  # (B, A)
     e_end = xp.exp(lw_end - xp.expand_dims(new_max, axis=1))  # (B, c, A)
@@ -264,6 +268,92 @@ def wkv_sequence(w: Any, u: Any, k: Any, v: Any, state: tuple, chunk: int) -> tu
         out, state = wkv_chunk(w, u, k[part], v[part], *state)
         outs.append(out)
     return xp.concat(outs, axis=1), state  # (B, T, A)
+
+
+def wkv_recurrent(w: Any, u: Any, k: Any, v: Any, num: Any, den: Any, mx: Any) -> tuple:
+    """:func:`wkv_sequence` by :func:`wkv_step` over the steps: the NumPy path, inference and
+    training. Same arguments (the state unpacked) and results.
+
+    On a CPU the (B, c, c, A) weights of a chunk cost more than the c steps they replace (2x
+    at one stream, 27x at 64). Under autodiff it is one differentiable operation: the forward
+    keeps each step's state, and the backward runs the adjoint recurrence of the unscaled sums
+    ``a_t``, ``b_t`` backwards in the same scaled form: with ``alpha_t = dL/da_t e^{max_t}``
+    (``beta_t`` likewise), ``alpha_{t-1} = e^{max_{t-1} - w - max_t} alpha_t + gy_t
+    e^{max_{t-1} - p_t} / d_t``, where ``p_t`` and ``d_t`` are step t's output shift and scaled
+    denominator: every factor is at most 1, so nothing overflows. The gradients of ``k``,
+    ``v``, ``u`` and ``w`` are then elementwise products over all steps at once, where the
+    tape would keep every chunk's weights (tested equal to :func:`wkv_sequence`'s, with its
+    gradients).
+    """
+    inputs = {"w": w, "u": u, "k": k, "v": v, "num": num, "den": den, "max": mx}
+    pw, pu, pk, pv, *state = (plain(a) for a in inputs.values())
+    keep = any(map(traced, inputs.values()))  # the states, for the backward
+    xp = namespace(pk, *state)
+    outs, states = [], [[a] for a in state]
+    for t in range(pk.shape[1]):
+        out, state = wkv_step(pw, pu, pk[:, t, :], pv[:, t, :], *state)
+        outs.append(out)
+        for kept, a in zip(states if keep else (), state):
+            kept.append(a)
+    y = xp.stack(outs, axis=1) if outs else pk  # (B, T, A)
+    if not keep:
+        return y, tuple(state)
+    states = [xp.stack(a, axis=1) for a in states]  # (B, T+1, A) each: before step 0 on
+    backward = partial(_wkv_backward, (pw, pu, pk, pv), y, states)
+    y, *state = scan_operation((y, *state), inputs, backward)
+    return y, tuple(state)
+
+
+def _wkv_backward(
+    args: tuple, y: Any, states: list, gy: Any, g_num: Any, g_den: Any, g_max: Any
+) -> dict[str, Any]:
+    """Gradients of :func:`wkv_recurrent`'s inputs given those of ``y`` (B, T, A) and of the
+    last ``num``, ``den``, ``max`` (B, A) (each may be None: zero)."""
+    w, u, k, v = args
+    xp = namespace(k)
+    nums, dens, mxs = states  # (B, T+1, A)
+    m_prev, m_cur = mxs[:, :-1, :], mxs[:, 1:, :]  # (B, T, A): max before / after each step
+    p = xp.maximum(m_prev, u + k)  # (B, T, A): the output's shift
+    e_self = xp.exp(u + k - p)  # (B, T, A)
+    inv_d = 1.0 / (xp.exp(m_prev - p) * dens[:, :-1, :] + e_self)  # (B, T, A): 1 / d_t
+    gy = xp.zeros_like(y) if gy is None else gy
+    zeros = xp.zeros_like(nums[:, 0, :])  # (B, A)
+    routed = not (g_num is None and g_den is None and g_max is None)
+    g_num, g_den, g_max = (zeros if g is None else g for g in (g_num, g_den, g_max))
+    # backwards through a_t, b_t (scaled by e^{max_t}); alphas[t] belongs to the state after t
+    keep = xp.exp(m_prev - w - m_cur)  # (B, T, A), <= 1
+    from_y = gy * xp.exp(m_prev - p) * inv_d  # (B, T, A): dL/da_{t-1} from y_t, scaled
+    alpha, beta, alphas, betas = g_num, g_den, [], []
+    for t in range(k.shape[1] - 1, -1, -1):
+        alphas.append(alpha)
+        betas.append(beta)
+        alpha = keep[:, t, :] * alpha + from_y[:, t, :]  # (B, A)
+        beta = keep[:, t, :] * beta - from_y[:, t, :] * y[:, t, :]  # (B, A)
+    alphas, betas = xp.stack(alphas[::-1], axis=1), xp.stack(betas[::-1], axis=1)  # (B, T, A)
+    e_k = xp.exp(k - m_cur)  # (B, T, A), <= 1: e^{k_t} scaled
+    g_self = gy * e_self * inv_d  # (B, T, A): dy_t / d(e^{u+k_t}) terms
+    g_u = g_self * (v - y)  # (B, T, A)
+    out = {
+        "v": g_self + alphas * e_k,
+        "k": g_u + e_k * (alphas * v + betas),
+        "u": xp.sum(g_u, axis=(0, 1)),
+        "w": -xp.sum(keep * (alphas * nums[:, :-1, :] + betas * dens[:, :-1, :]), axis=(0, 1)),
+        "num": alpha,
+        "den": beta,
+        "max": alpha * nums[:, 0, :] + beta * dens[:, 0, :],
+    }
+    if routed:  # the last state's max (which also scales its num, den): to where it came from
+        g_top = g_max - g_num * nums[:, -1, :] - g_den * dens[:, -1, :]  # (B, A)
+        active, g_k, g_w = xp.ones_like(g_top, dtype=xp.bool), [], zeros
+        for t in range(k.shape[1] - 1, -1, -1):
+            took_k = active & (k[:, t, :] >= m_prev[:, t, :] - w)  # max_t = k_t
+            g_k.append(xp.where(took_k, g_top, zeros))
+            active = active & ~took_k
+            g_w = g_w - xp.where(active, g_top, zeros)
+        out["k"] = out["k"] + xp.stack(g_k[::-1], axis=1)
+        out["w"] = out["w"] + xp.sum(g_w, axis=0)
+        out["max"] = out["max"] + xp.where(active, g_top, zeros)
+    return out
 
 
 # ---------------------------------------------------------------------------- model
@@ -289,6 +379,8 @@ def _run(cfg: Config, params: dict, x: Any, state: dict | None, single: bool) ->
         if single:
             out, carried = wkv_step(w, u, k[:, 0, :], v[:, 0, :], *carried)
             out = xp.expand_dims(out, axis=1)  # (B, 1, A)
+        elif loops_are_cheap(*map(plain, (w, u, k, v, *carried))):
+            out, carried = wkv_recurrent(w, u, k, v, *carried)
         else:
             out, carried = wkv_sequence(w, u, k, v, carried, cfg.chunk_size)
         h = h + linear(r * out, params[f"{a}output.weight"])  # (B, T, C)

@@ -81,18 +81,20 @@ def assert_blocked_scan_is_chunked(blocked, chunked, args, block, dtype, xp):
 def assert_recomputed_scan_is_chunked(recomputed, chunked, inputs, y_shape, xp, seed):
     """``recomputed(*inputs.values())`` (training's one-operation scan) gives the value and the
     gradients of every input that ``chunked(*inputs.values(), 4)`` gives through the tape, for
-    a loss weighting both ``y`` (``y_shape``) and the last state (shaped as the last input)."""
+    a loss weighting both ``y`` (``y_shape``) and the last state. Both return ``(y, state)``;
+    the state is one array or a tuple of arrays, shaped as the last inputs."""
     from kizzasi_lite.autodiff import value_and_grad
 
     rng = np.random.default_rng(seed)
     wy = xp.asarray(rng.normal(size=y_shape))
-    wh = xp.asarray(rng.normal(size=tuple(list(inputs.values())[-1].shape)))
+    ws = [xp.asarray(rng.normal(size=tuple(u.shape))) for u in inputs.values()]
 
     def loss(scan):
         def f(q):
             y, h = scan(*q.values())
-            ns = namespace(y, h)
-            return ns.sum(y * wy) + ns.sum(h * wh)
+            h = h if isinstance(h, tuple) else (h,)
+            ns = namespace(y, *h)
+            return ns.sum(y * wy) + sum(ns.sum(a * w) for a, w in zip(h, ws[-len(h) :]))
 
         return f
 

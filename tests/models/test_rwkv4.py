@@ -96,6 +96,48 @@ def test_split_property(t, split, chunk):
     assert_states_close(s2, state)
 
 
+def _wkv_inputs(xp, b, t, a, seed, key_scale=3.0):
+    """WKV inputs: decays, bonus, keys, values and a carried state, one stream empty."""
+    rng = np.random.default_rng(seed)
+    inputs = {
+        "w": np.exp(rng.normal(size=a)),
+        "u": rng.normal(size=a),
+        "k": key_scale * rng.normal(size=(b, t, a)),
+        "v": rng.normal(size=(b, t, a)),
+        "num": rng.normal(size=(b, a)),
+        "den": rng.uniform(0.5, 2.0, size=(b, a)),
+        "max": rng.normal(size=(b, a)),
+    }
+    inputs["num"][0], inputs["den"][0], inputs["max"][0] = 0.0, 0.0, rwkv4._EMPTY_MAX
+    return {k: xp.asarray(v) for k, v in inputs.items()}
+
+
+def _wkv_chunked(w, u, k, v, num, den, mx, chunk):
+    return rwkv4.wkv_sequence(w, u, k, v, (num, den, mx), chunk)
+
+
+@pytest.mark.parametrize("t,chunk,key_scale", [(1, 4, 3.0), (9, 4, 3.0), (12, 5, 40.0)])
+def test_wkv_recurrent_equals_chunked(xp, t, chunk, key_scale):
+    """The NumPy path of ``forward`` (the recurrence, step by step) equals the chunked WKV, also
+    with keys large enough that unscaled sums would overflow."""
+    inputs = _wkv_inputs(xp, 2, t, 5, seed=t, key_scale=key_scale)
+    y_ref, s_ref = _wkv_chunked(*inputs.values(), chunk)
+    y, s = rwkv4.wkv_recurrent(*inputs.values())
+    assert_close(y, y_ref, xp=xp)
+    for got, ref in zip(s, s_ref):
+        assert_close(got, ref, xp=xp)
+
+
+@pytest.mark.parametrize("t", [1, 7])
+def test_wkv_recurrent_gradients_equal_the_tape(xp, t):
+    """Training's WKV operation: the gradients of all seven inputs, from ``y`` and from every
+    part of the last state, equal the chunked WKV's tape gradients."""
+    inputs = _wkv_inputs(xp, 2, t, 5, seed=10 + t)
+    common.assert_recomputed_scan_is_chunked(
+        rwkv4.wkv_recurrent, _wkv_chunked, inputs, (2, t, 5), xp, seed=t
+    )
+
+
 def test_state_numel_matches_init_state(xp):
     for cfg in (SMALL, rwkv4.Config(hidden_size=8, num_hidden_layers=3)):
         assert_state_numel(rwkv4, cfg, xp, 3)
