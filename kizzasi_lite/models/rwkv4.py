@@ -293,7 +293,7 @@ def wkv_recurrent(w: Any, u: Any, k: Any, v: Any, num: Any, den: Any, mx: Any) -
     for t in range(pk.shape[1]):
         out, state = wkv_step(pw, pu, pk[:, t, :], pv[:, t, :], *state)
         outs.append(out)
-        for kept, a in zip(states if keep else (), state):
+        for kept, a in zip(states, state, strict=True) if keep else ():
             kept.append(a)
     y = xp.stack(outs, axis=1) if outs else pk  # (B, T, A)
     if not keep:

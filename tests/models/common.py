@@ -94,7 +94,9 @@ def assert_recomputed_scan_is_chunked(recomputed, chunked, inputs, y_shape, xp, 
             y, h = scan(*q.values())
             h = h if isinstance(h, tuple) else (h,)
             ns = namespace(y, *h)
-            return ns.sum(y * wy) + sum(ns.sum(a * w) for a, w in zip(h, ws[-len(h) :]))
+            return ns.sum(y * wy) + sum(
+                ns.sum(a * w) for a, w in zip(h, ws[-len(h) :], strict=True)
+            )
 
         return f
 

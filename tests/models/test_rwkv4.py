@@ -124,7 +124,7 @@ def test_wkv_recurrent_equals_chunked(xp, t, chunk, key_scale):
     y_ref, s_ref = _wkv_chunked(*inputs.values(), chunk)
     y, s = rwkv4.wkv_recurrent(*inputs.values())
     assert_close(y, y_ref, xp=xp)
-    for got, ref in zip(s, s_ref):
+    for got, ref in zip(s, s_ref, strict=True):
         assert_close(got, ref, xp=xp)
 
 
