@@ -37,9 +37,11 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from kizzasi_lite.backends import namespace
+from kizzasi_lite.autodiff import plain
+from kizzasi_lite.backends import loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
@@ -47,7 +49,9 @@ from kizzasi_lite.models._common import (
     find_prefix,
     known_fields,
     resolve_dtype,
+    scan_operation,
     select_params,
+    traced,
 )
 from kizzasi_lite.nn import group_norm, layer_norm, linear, sigmoid, silu
 from kizzasi_lite.nn.init import orthogonal
@@ -339,6 +343,75 @@ def wkv_sequence(r: Any, k: Any, v: Any, logw: Any, u: Any, s: Any, chunk: int) 
     return xp.permute_dims(o, (0, 2, 1, 3)), s  # (B, T, H, N), (B, H, N, N)
 
 
+# Numbers of the states a block of :func:`wkv_recurrent`'s backward recomputes and keeps
+# (16 MiB of float32): the forward keeps only each block's first state.
+_GRAD_BLOCK_NUMBERS = 1 << 22
+
+
+def wkv_recurrent(r: Any, k: Any, v: Any, logw: Any, u: Any, s: Any) -> tuple[Any, Any]:
+    """:func:`wkv_sequence` by :func:`wkv_step` over the steps: the NumPy path, inference and
+    training. Same arguments (no chunk) and results.
+
+    On a CPU the (B, H, c, c, N) decays of a chunk cost more than the c steps they replace
+    (2x at one stream, 4x at 32). Under autodiff it is one differentiable operation: the forward
+    keeps the state at the start of each block of steps; the backward recomputes a block's
+    states from it and runs the adjoint recurrence ``lambda_{t-1} = diag(w_t) lambda_t + r_t^T
+    go_t`` (``lambda_t`` = dL/dS_t) backwards, from which each step's gradients are a few
+    products of (N, N) matrices with vectors. Through the tape every chunk's (c, c, N) decays
+    would be kept instead (tested equal to :func:`wkv_sequence`'s gradients).
+    """
+    inputs = {"r": r, "k": k, "v": v, "logw": logw, "u": u, "s": s}
+    pr, pk, pv, plw, pu, state = (plain(a) for a in inputs.values())
+    xp = namespace(pr, state)
+    bsz, t, h, n = pr.shape
+    keep = any(map(traced, inputs.values()))
+    block = max(1, _GRAD_BLOCK_NUMBERS // max(1, bsz * h * n * n))
+    outs, starts = [], []
+    for i in range(t):
+        if keep and i % block == 0:
+            starts.append(state)
+        o, state = wkv_step(pr[:, i, ...], pk[:, i, ...], pv[:, i, ...], plw[:, i, ...], pu, state)
+        outs.append(o)
+    y = xp.stack(outs, axis=1) if outs else pr  # (B, T, H, N)
+    if not keep:
+        return y, state
+    backward = partial(_wkv_backward, (pr, pk, pv, plw, pu), starts, block)
+    return scan_operation((y, state), inputs, backward)
+
+
+def _wkv_backward(args: tuple, starts: list, block: int, gy: Any, gs: Any) -> dict[str, Any]:
+    """Gradients of :func:`wkv_recurrent`'s inputs given ``gy`` (B, T, H, N) of the outputs and
+    ``gs`` (B, H, N, N) of the last state (either may be None: zero)."""
+    r, k, v, logw, u = args
+    xp = namespace(r)
+    t = r.shape[1]
+    gy = xp.zeros_like(r) if gy is None else gy
+    lam = xp.zeros_like(starts[0]) if gs is None else gs  # dL/dS after the last step
+    g_u, rows = xp.zeros_like(u), {"r": [], "k": [], "v": [], "logw": []}
+    for b in range(len(starts) - 1, -1, -1):
+        t0, t1 = b * block, min((b + 1) * block, t)
+        before = [starts[b]]  # the state before each step of the block
+        for i in range(t0, t1 - 1):
+            parts = (a[:, i, ...] for a in (r, k, v, logw))
+            before.append(wkv_step(*parts, u, before[-1])[1])
+        for i in range(t1 - 1, t0 - 1, -1):  # lam = dL/dS_i here
+            s0, go = before[i - t0], gy[:, i, ...]  # (B, H, N, N), (B, H, N)
+            ri, ki, vi, wi = r[:, i, ...], k[:, i, ...], v[:, i, ...], xp.exp(logw[:, i, ...])
+            c = xp.sum(vi * go, axis=-1, keepdims=True)  # (B, H, 1): v_t . go_t (the bonus)
+            uk = u * ki  # (B, H, N)
+            rows["r"].append((s0 @ go[..., None])[..., 0] + uk * c)
+            rows["k"].append(u * ri * c + (lam @ vi[..., None])[..., 0])
+            rows["v"].append(
+                xp.sum(ri * uk, axis=-1, keepdims=True) * go + (ki[..., None, :] @ lam)[..., 0, :]
+            )
+            rows["logw"].append(wi * xp.sum(lam * s0, axis=-1))
+            g_u = g_u + xp.sum(ri * ki * c, axis=0)  # (H, N)
+            lam = wi[..., None] * lam + ri[..., None] * go[..., None, :]  # dL/dS_{i-1}
+    out = {key: xp.stack(rows[key][::-1], axis=1) for key in rows}  # (B, T, H, N) each
+    out["u"], out["s"] = g_u, lam
+    return out
+
+
 # ---------------------------------------------------------------------------- model
 def _run(cfg: Config, params: dict, x: Any, state: dict | None, single: bool) -> tuple:
     """Shared body of :func:`step` (``single``: T == 1, recurrent WKV) and :func:`forward`."""
@@ -358,6 +431,8 @@ def _run(cfg: Config, params: dict, x: Any, state: dict | None, single: bool) ->
         if single:
             o, s = wkv_step(r[:, 0, ...], k[:, 0, ...], v[:, 0, ...], logw[:, 0, ...], u, s0)
             o = xp.expand_dims(o, axis=1)  # (B, 1, H, N)
+        elif loops_are_cheap(*map(plain, (r, k, v, logw, u, s0))):
+            o, s = wkv_recurrent(r, k, v, logw, u, s0)
         else:
             o, s = wkv_sequence(r, k, v, logw, u, s0, cfg.chunk_size)
         h = h + _time_mix_out(cfg, params, att, o, g)

@@ -66,18 +66,52 @@ def test_split_forward_carries_state(xp, dtype):
     assert_states_close(s_one, s_step, xp=xp)
 
 
-def test_chunk_size_does_not_change_the_result(np_xp):
-    params = perturbed_params(SMALL, np_xp, "float64", seed=4)
-    x = rand(np_xp, (1, 10, SMALL.n_embd), seed=5, dtype="float64")
-    ref, _ = rwkv6.forward(SMALL, params, x)
-    for chunk in (1, 3, 10, 64):
-        cfg = rwkv6.Config.from_dict({**SMALL.to_dict(), "chunk_size": chunk})
-        y, _ = rwkv6.forward(cfg, params, x)
-        assert_close(y, ref)
+def _wkv_inputs(xp, b, t, seed, strong=False, h=2, n=4):
+    """WKV inputs (``r, k, v, logw`` (B, T, H, N), ``u``, ``s``); ``strong``: decays from
+    w -> 0 (``exp(d)`` = e^6) to w -> 1 (e^-12) across the channels."""
+    rng = np.random.default_rng(seed)
+    d = (
+        np.linspace(-12.0, 6.0, n) * np.ones((b, t, h, 1))
+        if strong
+        else rng.normal(size=(b, t, h, n))
+    )
+    inputs = {
+        "r": rng.normal(size=(b, t, h, n)),
+        "k": rng.normal(size=(b, t, h, n)),
+        "v": rng.normal(size=(b, t, h, n)),
+        "logw": -np.exp(d),
+        "u": rng.normal(size=(h, n)),
+        "s": rng.normal(size=(b, h, n, n)),
+    }
+    return {key: xp.asarray(a) for key, a in inputs.items()}
+
+
+@pytest.mark.parametrize("strong", [False, True])
+@pytest.mark.parametrize("chunk", [1, 3, 10, 64])
+def test_wkv_recurrent_equals_chunked(xp, chunk, strong):
+    """The NumPy path of ``forward`` (the recurrence, step by step) equals the chunked WKV of
+    the device backends, for any chunk and for decays from w -> 0 to w -> 1."""
+    inputs = _wkv_inputs(xp, 2, 10, seed=chunk, strong=strong)
+    y_ref, s_ref = rwkv6.wkv_sequence(*inputs.values(), chunk)
+    y, s = rwkv6.wkv_recurrent(*inputs.values())
+    assert_close(y, y_ref, xp=xp)
+    assert_close(s, s_ref, xp=xp)
+
+
+@pytest.mark.parametrize("t,block_numbers", [(1, 1 << 22), (7, 1), (7, 2 * 2 * 4 * 4 * 3)])
+def test_wkv_recurrent_gradients_equal_the_tape(xp, monkeypatch, t, block_numbers):
+    """Training's WKV operation: the gradients of all six inputs, from the outputs and from the
+    last state, equal the chunked WKV's tape gradients, with the backward's recomputed blocks
+    of 1, 3 or all steps."""
+    monkeypatch.setattr(rwkv6, "_GRAD_BLOCK_NUMBERS", block_numbers)
+    inputs = _wkv_inputs(xp, 2, t, seed=20 + t)
+    common.assert_recomputed_scan_is_chunked(
+        rwkv6.wkv_recurrent, rwkv6.wkv_sequence, inputs, (2, t, 2, 4), xp, seed=t
+    )
 
 
 def test_strong_decay_stays_finite(np_xp):
-    """w -> 0 (exp(d) huge) and w -> 1: the chunked form must not overflow or lose precision."""
+    """w -> 0 (exp(d) huge) and w -> 1: forward must not overflow or lose precision."""
     params = perturbed_params(SMALL, np_xp, "float32", seed=6)
     for i in range(SMALL.n_layer):
         d = params[f"blocks.{i}.att.time_decay"]
@@ -263,7 +297,8 @@ def test_reference_batch(blinkdl):
 
 @pytest.mark.parametrize("path", ["forward", "step"])
 def test_gradients_match_finite_differences(np_xp, path):
-    """The model trains through the autodiff namespace (chunked WKV and recurrent step)."""
+    """The model trains through the autodiff namespace (the WKV as one operation, and the
+    recurrent step)."""
     autodiff = pytest.importorskip("kizzasi_lite.autodiff")
     cfg = rwkv6.Config.from_dict({**SMALL.to_dict(), "n_layer": 1, "chunk_size": 3})
     params = perturbed_params(cfg, np_xp, "float64", seed=9)
