@@ -17,7 +17,10 @@ Shapes: B batch, T time, C = ``hidden_size``, A = ``attention_hidden_size``, F =
 ``intermediate_size``. Parameter names are those of transformers' ``RwkvModel`` without its
 ``rwkv.`` prefix (``blocks.0.pre_ln`` normalises the input, ``ln_out`` the output).
 
-Sequence path (why it is chunked this way): the WKV is a ratio of two decayed sums of ``e^{k}``,
+Sequence path. On NumPy-backed arrays ``forward`` runs :func:`wkv_step` over the steps
+(:func:`wkv_recurrent`: on a CPU that is faster than chunks), and under autodiff that loop is one
+operation whose backward runs the adjoint recurrence. The device backends take chunks (why they
+are built this way): the WKV is a ratio of two decayed sums of ``e^{k}``,
 whose exponents grow without bound, so the plain linear form overflows. Inside a chunk of c steps
 we write every output as one masked (c, c) weighted average with log-weights
 ``k_i - (j-1-i) w`` (tokens before ``j``), ``u + k_j`` (the token itself) and
@@ -70,7 +73,7 @@ class Config(DictConfig):
     attention_hidden_size: int | None = None  # A; None -> hidden_size
     intermediate_size: int | None = None  # F; None -> 4 * hidden_size
     layer_norm_epsilon: float = 1e-5
-    chunk_size: int = 32  # time steps per chunk in forward()
+    chunk_size: int = 32  # time steps per chunk in forward() on device backends
 
     def __post_init__(self) -> None:
         if self.attention_hidden_size is None:
@@ -402,7 +405,7 @@ def step(cfg: Config, params: dict, x: Any, state: dict) -> tuple[Any, dict]:
 
 
 def forward(cfg: Config, params: dict, x: Any, state: dict | None = None) -> tuple[Any, dict]:
-    """A sequence: ``x`` (B, T, C) -> ``y`` (B, T, C) and the final state (chunked WKV)."""
+    """A sequence: ``x`` (B, T, C) -> ``y`` (B, T, C) and the final state."""
     if x.shape[1] == 0:
         xp = namespace(x)
         return x, state or init_state(cfg, x.shape[0], xp=xp, dtype=x.dtype)

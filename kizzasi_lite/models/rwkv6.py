@@ -20,7 +20,10 @@ F = ``dim_ffn``. Parameter names and layouts are those of BlinkDL's x060 checkpo
 package reshapes/exponentiates some of them at load time; we keep the raw tensors and do that
 math at run time. Layer 0 applies ``blocks.0.ln0`` to the input (the role of the embedding).
 
-Sequence path: the WKV recurrence in chunks of ``chunk_size`` steps. Inside a chunk all outputs
+Sequence path. On NumPy-backed arrays ``forward`` runs :func:`wkv_step` over the steps
+(:func:`wkv_recurrent`: on a CPU that is faster than chunks), and under autodiff that loop is one
+operation whose backward recomputes blocks of states and runs the adjoint recurrence. The device
+backends take chunks of ``chunk_size`` steps. Inside a chunk all outputs
 come from one masked (c, c) "attention" whose decay factors ``prod_{i<l<j} w_l`` are segment sums
 of ``logw`` built with one ``cumulative_sum`` over a masked (c+1, c+1) copy (as ``segsum`` in
 state-spaces ``ssd_minimal.py``): every exponent is <= 0, and no large prefix sums are subtracted
@@ -80,7 +83,7 @@ class Config(DictConfig):
     time_decay_extra_dim: int | None = None  # D_decay; None -> 64 (128 when n_embd == 4096)
     head_size_divisor: int = 8  # ln_x eps = 1e-5 * head_size_divisor**2
     layer_norm_epsilon: float = 1e-5  # ln0/ln1/ln2/ln_out (torch's LayerNorm default)
-    chunk_size: int = 32  # time steps per chunk in forward()
+    chunk_size: int = 32  # time steps per chunk in forward() on device backends
 
     def __post_init__(self) -> None:
         big = self.n_embd == 4096
@@ -452,7 +455,7 @@ def step(cfg: Config, params: dict, x: Any, state: dict) -> tuple[Any, dict]:
 
 
 def forward(cfg: Config, params: dict, x: Any, state: dict | None = None) -> tuple[Any, dict]:
-    """A sequence: ``x`` (B, T, C) -> ``y`` (B, T, C) and the final state (chunked WKV)."""
+    """A sequence: ``x`` (B, T, C) -> ``y`` (B, T, C) and the final state."""
     if x.shape[1] == 0:
         xp = namespace(x)
         return x, state or init_state(cfg, x.shape[0], xp=xp, dtype=x.dtype)
