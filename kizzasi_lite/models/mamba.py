@@ -52,6 +52,7 @@ from kizzasi_lite.models._common import (
     check_numpy_backed,
     check_positive_int,
     count_layers,
+    in_stream_blocks,
     inverse_softplus_dt,
     merge_checked,
     need,
@@ -445,13 +446,21 @@ def _layer_step_prepared(
     xs = silu_of_half(xs if w["conv_bias"] is None else xs + w["conv_bias"])  # (B, Di)
     x_dbl = linear(xs, params[p + "x_proj.weight"])  # (B, R + 2N): dt_low, B, C
     dt_w, dt_b = params[p + "dt_proj.weight"], params[p + "dt_proj.bias"]
-    dt = xp.logaddexp(linear(x_dbl[:, :r], dt_w, dt_b), 0.0)  # (B, Di): softplus
-    da = xp.exp(dt[:, :, None] * w["a"])  # (B, Di, N)
-    ssm = da * ssm + (dt * xs)[:, :, None] * x_dbl[:, None, r : r + n]  # (B, Di, N)
-    y = (ssm @ x_dbl[:, r + n :, None])[..., 0]  # (B, Di): y = h C
+    dt = softplus(linear(x_dbl[:, :r], dt_w, dt_b))  # (B, Di)
+    bm, cm = x_dbl[:, None, r : r + n], x_dbl[:, r + n :, None]  # (B, 1, N), (B, N, 1)
+    ssm, y = in_stream_blocks(partial(_state_update, w["a"]), ssm, dt, dt * xs, bm, cm)
     y = (y + xs * params[p + "D"]) * silu(xz[:, di:])  # (B, Di)
     out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, D)
     return x + out, xx[:, 1:, :], ssm
+
+
+def _state_update(a: Any, ssm: Any, dt: Any, xdt: Any, bm: Any, cm: Any) -> tuple[Any, Any]:
+    """``h = exp(dt A) h + (dt x) B`` and ``y = h C`` for a step: ``a`` (Di, N), ``ssm``
+    (B, Di, N), ``dt`` and ``xdt`` = dt x (B, Di), ``bm`` (B, 1, N), ``cm`` (B, N, 1). Returns
+    the new state (B, Di, N) and ``y`` (B, Di)."""
+    xp = namespace(ssm)
+    new = xp.exp(dt[:, :, None] * a) * ssm + xdt[:, :, None] * bm  # (B, Di, N)
+    return new, (new @ cm)[..., 0]
 
 
 def step(

@@ -61,6 +61,7 @@ from kizzasi_lite.models._common import (
     check_positive_int,
     count_layers,
     hf_names,
+    in_stream_blocks,
     inverse_softplus_dt,
     known_fields,
     merge_checked,
@@ -624,7 +625,7 @@ def _layer_step_prepared(
     xx = xp.concat([conv, zx[:, None, x0:dt0]], axis=1)  # (B, K, conv_dim): the conv window
     xbc = xp.sum(xx * w["taps"], axis=1)  # (B, conv_dim), halved
     xbc = silu_of_half(xbc if w["conv_bias"] is None else xbc + w["conv_bias"])  # (B, conv_dim)
-    dt = xp.logaddexp(zx[:, dt0:] + params[pre + "dt_bias"], 0.0)  # (B, H): softplus
+    dt = softplus(zx[:, dt0:] + params[pre + "dt_bias"])  # (B, H)
     lo, hi = cfg.time_step_limit
     if lo > 0.0 or hi < math.inf:
         dt = xp.clip(dt, min=lo, max=hi)
@@ -635,7 +636,8 @@ def _layer_step_prepared(
     bm = xp.reshape(xbc[:, ds : ds + g * n], (bsz, g, 1, n))  # (B, G, 1, N)
     cm = xp.reshape(xbc[:, ds + g * n :], (bsz, g, n, 1))  # (B, G, N, 1)
     decay = xp.exp(dtg * w["a"])  # (B, G, R, 1, 1)
-    ssm, y = _state_update(xp, decay, xp.reshape(ssm, (bsz, g, r, p, n)), xdt, bm, cm)
+    ssm = xp.reshape(ssm, (bsz, g, r, p, n))  # (B, G, R, P, N)
+    ssm, y = in_stream_blocks(_state_update, ssm, decay, xdt, bm, cm)  # many streams: blocks
     y = xp.reshape(y, (bsz, ds)) + xs * w["d"]  # (B, d_ssm): y = h C + D x
 
     gate = silu(zx[:, 2 * m : x0])  # (B, d_ssm)
@@ -648,35 +650,13 @@ def _layer_step_prepared(
     return x + out, xx[:, 1:, :], xp.reshape(ssm, (bsz, h, p, n))
 
 
-# Streams per block of the state update on NumPy-backed arrays: 32 x 8192 float32 (the default
-# preset's H P N) is 1 MiB, so a block's temporaries stay in cache.
-_STATE_BLOCK_NUMBERS = 1 << 18
-
-
-def _state_update(xp: Any, decay: Any, ssm: Any, xdt: Any, bm: Any, cm: Any) -> tuple[Any, Any]:
-    """``h = decay h + (dt x) B`` and ``y = h C`` for a step: ``decay`` (B, G, R, 1, 1), ``ssm``
-    (B, G, R, P, N), ``xdt`` (B, G, R*P, 1), ``bm`` (B, G, 1, N), ``cm`` (B, G, N, 1). Returns the
-    new state (B, G, R*P, N) and ``y`` (B, G, R*P, 1).
-
-    Many streams on NumPy-backed arrays are updated in blocks of streams written in place into
-    the new state, so the temporaries of a block stay in cache and the state crosses memory
-    about twice (read, write) rather than six times.
-    """
+def _state_update(ssm: Any, decay: Any, xdt: Any, bm: Any, cm: Any) -> tuple[Any, Any]:
+    """``h = decay h + (dt x) B`` and ``y = h C`` for a step: ``ssm`` (B, G, R, P, N),
+    ``decay`` (B, G, R, 1, 1), ``xdt`` (B, G, R*P, 1), ``bm`` (B, G, 1, N), ``cm`` (B, G, N, 1).
+    Returns the new state (B, G, R*P, N) and ``y`` (B, G, R*P, 1)."""
     bsz, g, r, p, n = ssm.shape
-    per_stream = g * r * p * n
-    if bsz * per_stream <= 2 * _STATE_BLOCK_NUMBERS or not loops_are_cheap(ssm):
-        new = xp.reshape(decay * ssm, (bsz, g, r * p, n)) + xdt * bm  # (B, G, R*P, N)
-        return new, new @ cm
-    step = max(1, _STATE_BLOCK_NUMBERS // per_stream)
-    new = xp.empty((bsz, g, r * p, n), dtype=ssm.dtype)  # (B, G, R*P, N)
-    y = xp.empty((bsz, g, r * p, 1), dtype=ssm.dtype)  # (B, G, R*P, 1)
-    for b0 in range(0, bsz, step):
-        b1 = min(b0 + step, bsz)
-        block = new[b0:b1, ...]  # a view, filled in place
-        block[...] = xp.reshape(decay[b0:b1, ...] * ssm[b0:b1, ...], (b1 - b0, g, r * p, n))
-        block += xdt[b0:b1, ...] * bm[b0:b1, ...]
-        y[b0:b1, ...] = block @ cm[b0:b1, ...]
-    return new, y
+    new = namespace(ssm).reshape(decay * ssm, (bsz, g, r * p, n)) + xdt * bm  # (B, G, R*P, N)
+    return new, new @ cm
 
 
 def step(

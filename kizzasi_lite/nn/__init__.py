@@ -38,10 +38,17 @@ def silu_of_half(h: Any) -> Any:
 
 
 def softplus(x: Any) -> Any:
-    """``log(1 + exp(x))`` computed stably: ``max(x, 0) + log1p(exp(-|x|))``."""
+    """``log(1 + exp(x))`` computed stably: ``max(x, 0) + log1p(exp(-|x|))``.
+
+    ``log1p(e)`` is taken as ``log(u) - ((u - 1) - e) / u`` with ``u = 1 + e`` (the rounding of
+    ``u`` corrected to first order): as precise as ``log1p``, and on NumPy float32 about 4x
+    faster (``log1p`` has no vectorised loop), which halves softplus.
+    """
     xp = namespace(x)
     ax = xp.abs(x)
-    return 0.5 * (x + ax) + xp.log1p(xp.exp(-ax))  # 0.5 * (x + |x|) = max(x, 0)
+    e = xp.exp(-ax)
+    u = 1.0 + e
+    return 0.5 * (x + ax) + (xp.log(u) - ((u - 1.0) - e) / u)  # 0.5 * (x + |x|) = max(x, 0)
 
 
 def rms_norm(x: Any, weight: Any, eps: float) -> Any:

@@ -61,6 +61,25 @@ def assert_prepared_step_is_plain(arch, cfg, xp, params, dtype, changed_key, del
     assert_close(arch.step(cfg, new, x, s0)[0], arch._step_plain(cfg, new, x, s0)[0], xp=xp)
 
 
+def assert_stream_blocks_are_plain(arch, cfg, xp, params, per_stream, monkeypatch):
+    """Many streams on NumPy-backed arrays: the step's state update runs in blocks of streams
+    written in place (here blocks of 2, 2 and 1 of 5 streams, ``per_stream`` numbers of state
+    each); it equals the plain step."""
+    from kizzasi_lite.models import _common
+
+    monkeypatch.setattr(_common, "_STATE_BLOCK_NUMBERS", 2 * per_stream)
+    s0 = random_state(arch, xp, cfg, 5, "float64")
+    x = rand(xp, (5, cfg.hidden_size), seed=4, dtype="float64")
+    calls, update = [], arch._state_update
+    monkeypatch.setattr(arch, "_state_update", lambda *a: calls.append(1) or update(*a))
+    y, s = arch.step(cfg, params, x, s0)
+    y_ref, s_ref = arch._step_plain(cfg, params, x, s0)
+    assert len(calls) == cfg.num_hidden_layers * (3 if loops_are_cheap(x) else 1)
+    assert_close(y, y_ref, xp=xp, rtol=1e-12, atol=1e-12)
+    for key in s:
+        assert_close(s[key], s_ref[key], xp=xp, rtol=1e-12, atol=1e-12)
+
+
 def assert_blocked_scan_is_chunked(blocked, chunked, args, block, dtype, xp):
     """``blocked(*args, block)`` (the in-place inference scan) equals ``chunked(*args, block)``
     and leaves the state passed in (the last argument) untouched; off NumPy it refuses with

@@ -18,6 +18,7 @@ from tests.models.common import (
     assert_prepared_step_is_plain,
     assert_recomputed_scan_is_chunked,
     assert_state_numel,
+    assert_stream_blocks_are_plain,
     perturb_torch,
     perturbed_params,
     random_state,
@@ -296,3 +297,8 @@ def test_recomputed_scan_gradients_equal_the_chunked_scan(xp, t, block_steps, mo
     assert_recomputed_scan_is_chunked(
         arch._ssm_recomputed, arch._ssm_chunked, inputs, (b, t, di), xp, seed=t
     )
+
+
+def test_many_streams_update_in_blocks_as_the_plain_step(xp, monkeypatch):
+    per_stream = SMALL.intermediate_size * SMALL.state_size
+    assert_stream_blocks_are_plain(arch, SMALL, xp, _params(xp), per_stream, monkeypatch)

@@ -18,6 +18,7 @@ from tests.models.common import (
     assert_prepared_step_is_plain,
     assert_recomputed_scan_is_chunked,
     assert_state_numel,
+    assert_stream_blocks_are_plain,
     perturb_torch,
     perturbed_params,
     random_state,
@@ -329,22 +330,10 @@ def test_matches_transformers_mamba2(tmp_path, overrides):
 
 
 def test_many_streams_update_in_blocks_as_the_plain_step(xp, monkeypatch):
-    """Many streams on NumPy-backed arrays: the state update runs in blocks of streams written
-    in place (here blocks of 2, 2 and 1 of 5 streams); it equals the plain step."""
-    params = _params(xp, dtype="float64")
     per_stream = SMALL.num_heads * SMALL.head_dim * SMALL.state_size
-    monkeypatch.setattr(arch, "_STATE_BLOCK_NUMBERS", 2 * per_stream)
-    s0 = random_state(arch, xp, SMALL, 5, "float64")
-    x = rand(xp, (5, SMALL.hidden_size), seed=4, dtype="float64")
-    calls = []
-    update = arch._state_update
-    monkeypatch.setattr(arch, "_state_update", lambda *a: calls.append(1) or update(*a))
-    y, s = arch.step(SMALL, params, x, s0)
-    y_ref, s_ref = arch._step_plain(SMALL, params, x, s0)
-    assert len(calls) == SMALL.num_hidden_layers  # the prepared step ran
-    assert_close(y, y_ref, xp=xp, rtol=1e-12, atol=1e-12)
-    for key in s:
-        assert_close(s[key], s_ref[key], xp=xp, rtol=1e-12, atol=1e-12)
+    assert_stream_blocks_are_plain(
+        arch, SMALL, xp, _params(xp, dtype="float64"), per_stream, monkeypatch
+    )
 
 
 @pytest.mark.parametrize("t,block_steps,groups", [(1, 1, 1), (9, 4, 2), (12, 5, 4), (6, 8, 1)])
