@@ -625,7 +625,7 @@ def _layer_step_prepared(
     xx = xp.concat([conv, zx[:, None, x0:dt0]], axis=1)  # (B, K, conv_dim): the conv window
     xbc = xp.sum(xx * w["taps"], axis=1)  # (B, conv_dim), halved
     xbc = silu_of_half(xbc if w["conv_bias"] is None else xbc + w["conv_bias"])  # (B, conv_dim)
-    dt = softplus(zx[:, dt0:] + params[pre + "dt_bias"])  # (B, H)
+    dt = xp.logaddexp(zx[:, dt0:] + params[pre + "dt_bias"], 0.0)  # (B, H): softplus, 1 call
     lo, hi = cfg.time_step_limit
     if lo > 0.0 or hi < math.inf:
         dt = xp.clip(dt, min=lo, max=hi)
