@@ -278,6 +278,10 @@ class AutodiffNamespace:
             return self._unbroadcast(r, tuple(av.shape))
 
         def gb(g):
+            if bv.ndim == 2 and av.ndim > 2:  # a weight shared by a batch: one product, no sum
+                k, n = bv.shape
+                flat_a = xp.reshape(av, (-1, k))  # (batch * m, k)
+                return xp.matmul(xp.matrix_transpose(flat_a), xp.reshape(g, (-1, n)))  # (k, n)
             r = xp.matmul(xp.matrix_transpose(a2), g2(g))  # (..., k, n)
             r = r[..., :, 0] if bv.ndim == 1 else r
             return self._unbroadcast(r, tuple(bv.shape))
