@@ -324,14 +324,14 @@ def _wkv_backward(
     routed = not (g_num is None and g_den is None and g_max is None)
     g_num, g_den, g_max = (zeros if g is None else g for g in (g_num, g_den, g_max))
     # backwards through a_t, b_t (scaled by e^{max_t}); alphas[t] belongs to the state after t
-    keep = xp.exp(m_prev - w - m_cur)  # (B, T, A), <= 1
+    carry = xp.exp(m_prev - w - m_cur)  # (B, T, A), <= 1: what a step keeps of the sums
     from_y = gy * xp.exp(m_prev - p) * inv_d  # (B, T, A): dL/da_{t-1} from y_t, scaled
     alpha, beta, alphas, betas = g_num, g_den, [], []
     for t in range(k.shape[1] - 1, -1, -1):
         alphas.append(alpha)
         betas.append(beta)
-        alpha = keep[:, t, :] * alpha + from_y[:, t, :]  # (B, A)
-        beta = keep[:, t, :] * beta - from_y[:, t, :] * y[:, t, :]  # (B, A)
+        alpha = carry[:, t, :] * alpha + from_y[:, t, :]  # (B, A)
+        beta = carry[:, t, :] * beta - from_y[:, t, :] * y[:, t, :]  # (B, A)
     alphas, betas = xp.stack(alphas[::-1], axis=1), xp.stack(betas[::-1], axis=1)  # (B, T, A)
     e_k = xp.exp(k - m_cur)  # (B, T, A), <= 1: e^{k_t} scaled
     g_self = gy * e_self * inv_d  # (B, T, A): dy_t / d(e^{u+k_t}) terms
@@ -340,7 +340,7 @@ def _wkv_backward(
         "v": g_self + alphas * e_k,
         "k": g_u + e_k * (alphas * v + betas),
         "u": xp.sum(g_u, axis=(0, 1)),
-        "w": -xp.sum(keep * (alphas * nums[:, :-1, :] + betas * dens[:, :-1, :]), axis=(0, 1)),
+        "w": -xp.sum(carry * (alphas * nums[:, :-1, :] + betas * dens[:, :-1, :]), axis=(0, 1)),
         "num": alpha,
         "den": beta,
         "max": alpha * nums[:, 0, :] + beta * dens[:, 0, :],
