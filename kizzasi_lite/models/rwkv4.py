@@ -288,6 +288,8 @@ def wkv_recurrent(w: Any, u: Any, k: Any, v: Any, num: Any, den: Any, mx: Any) -
     tape would keep every chunk's weights (tested equal to :func:`wkv_sequence`'s, with its
     gradients).
     """
+    if k.shape[1] == 0:
+        return k, (num, den, mx)
     inputs = {"w": w, "u": u, "k": k, "v": v, "num": num, "den": den, "max": mx}
     pw, pu, pk, pv, *state = (plain(a) for a in inputs.values())
     keep = any(map(traced, inputs.values()))  # the states, for the backward
@@ -298,7 +300,7 @@ def wkv_recurrent(w: Any, u: Any, k: Any, v: Any, num: Any, den: Any, mx: Any) -
         outs.append(out)
         for kept, a in zip(states, state, strict=True) if keep else ():
             kept.append(a)
-    y = xp.stack(outs, axis=1) if outs else pk  # (B, T, A)
+    y = xp.stack(outs, axis=1)  # (B, T, A)
     if not keep:
         return y, tuple(state)
     states = [xp.stack(a, axis=1) for a in states]  # (B, T+1, A) each: before step 0 on

@@ -363,6 +363,8 @@ def wkv_recurrent(r: Any, k: Any, v: Any, logw: Any, u: Any, s: Any) -> tuple[An
     products of (N, N) matrices with vectors. Through the tape every chunk's (c, c, N) decays
     would be kept instead (tested equal to :func:`wkv_sequence`'s gradients).
     """
+    if r.shape[1] == 0:
+        return r, s
     inputs = {"r": r, "k": k, "v": v, "logw": logw, "u": u, "s": s}
     pr, pk, pv, plw, pu, state = (plain(a) for a in inputs.values())
     xp = namespace(pr, state)
@@ -375,7 +377,7 @@ def wkv_recurrent(r: Any, k: Any, v: Any, logw: Any, u: Any, s: Any) -> tuple[An
             starts.append(state)
         o, state = wkv_step(pr[:, i, ...], pk[:, i, ...], pv[:, i, ...], plw[:, i, ...], pu, state)
         outs.append(o)
-    y = xp.stack(outs, axis=1) if outs else pr  # (B, T, H, N)
+    y = xp.stack(outs, axis=1)  # (B, T, H, N)
     if not keep:
         return y, state
     backward = partial(_wkv_backward, (pr, pk, pv, plw, pu), starts, block)
