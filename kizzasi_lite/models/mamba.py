@@ -44,7 +44,7 @@ from functools import partial
 from typing import Any
 
 from kizzasi_lite.autodiff import plain
-from kizzasi_lite.backends import loops_are_cheap, namespace
+from kizzasi_lite.backends import namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
@@ -62,10 +62,11 @@ from kizzasi_lite.models._common import (
     run_mamba_stack,
     run_mamba_step,
     scaled_norm_weight,
+    scan_block,
     scan_operation,
+    scan_path,
     select_params,
     strip_prefix,
-    traced,
 )
 from kizzasi_lite.nn import (
     causal_conv1d,
@@ -378,13 +379,13 @@ def _mixer_seq(
     xs = silu(xs)  # (B, T, Di)
     dt, bm, cm = _selective_params(cfg, params, p, xs)
     a = -xp.exp(params[p + "A_log"])  # (Di, N)
-    args = (xs, dt, a, bm, cm, ssm)
-    if not loops_are_cheap(*map(plain, args)) or xs.shape[1] == 0:  # devices: the chunked scan
-        y, ssm = _ssm_chunked(xs, dt, a, bm, cm, ssm, cfg.chunk_size)  # (B, T, Di), (B, Di, N)
-    elif any(map(traced, args)):  # training on NumPy: one operation, a recomputing backward
+    path = scan_path(xs, dt, a, bm, cm, ssm) if xs.shape[1] else "chunked"
+    if path == "recomputed":  # training on NumPy: one operation, a recomputing backward
         y, ssm = _ssm_recomputed(xs, dt, a, bm, cm, ssm)
-    else:
-        y, ssm = _ssm_blocked(xs, dt, a, bm, cm, ssm, cfg.chunk_size)
+    elif path == "blocked":  # NumPy inference: the recurrence in cache-sized blocks
+        y, ssm = _ssm_blocked(xs, dt, a, bm, cm, ssm, scan_block(ssm))
+    else:  # the device backends
+        y, ssm = _ssm_chunked(xs, dt, a, bm, cm, ssm, cfg.chunk_size)  # (B, T, Di), (B, Di, N)
     y = (y + xs * params[p + "D"]) * silu(z)  # (B, T, Di)
     out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, T, D)
     return out, conv, ssm

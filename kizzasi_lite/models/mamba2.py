@@ -52,7 +52,7 @@ from functools import partial
 from typing import Any
 
 from kizzasi_lite.autodiff import plain
-from kizzasi_lite.backends import loops_are_cheap, namespace
+from kizzasi_lite.backends import namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
@@ -72,7 +72,9 @@ from kizzasi_lite.models._common import (
     run_mamba_stack,
     run_mamba_step,
     scaled_norm_weight,
+    scan_block,
     scan_operation,
+    scan_path,
     select_params,
     strip_prefix,
     traced,
@@ -415,11 +417,6 @@ def ssd_blocked(
     return xp.concat(ys, axis=1), _from_rows(xp, state, h)  # (B, T, H, P), (B, H, P, N)
 
 
-# Numbers per (B, L, G, N, R*P) array of a block of :func:`ssd_blocked` in ``forward`` (2 MiB
-# of float32, 64 steps of the default preset): the block's states are written and read again
-# while they are still in cache (a forward over 8192 steps takes ~20% less time than in blocks
-# of 256 steps, the default chunk_size).
-_SCAN_BLOCK_NUMBERS = 1 << 19
 # Numbers per (B, L, G, N, R*P) array of a block in :func:`_ssd_recomputed` (4 MiB of float32).
 _GRAD_BLOCK_NUMBERS = 1 << 20
 
@@ -553,14 +550,13 @@ def _mixer(
     a = -xp.exp(params[pre + "A_log"])  # (H,)
 
     if sequence:  # NumPy runs blocks of the recurrence; devices take the chunked SSD
-        args = (xs, dt, a, bm, cm, ssm)
-        numpy_backed, training = loops_are_cheap(*map(plain, args)), any(map(traced, args))
-        if numpy_backed and training and xs.shape[1]:  # one operation, a recomputing backward
+        path = scan_path(xs, dt, a, bm, cm, ssm) if xs.shape[1] else "chunked"
+        if path == "recomputed":  # training on NumPy: one operation, a recomputing backward
             y, ssm = _ssd_recomputed(xs, dt, a, bm, cm, ssm)  # (B, T, H, P)
-        elif numpy_backed and not training:
-            block = max(1, _SCAN_BLOCK_NUMBERS // math.prod(ssm.shape))  # cache-sized blocks
-            y, ssm = ssd_blocked(xs, dt, a, bm, cm, ssm, block)  # (B, T, H, P)
-        else:
+        elif path == "blocked":  # NumPy inference: the recurrence in cache-sized blocks
+            y, ssm = ssd_blocked(xs, dt, a, bm, cm, ssm, scan_block(ssm))  # (B, T, H, P)
+        else:  # the device backends; under autodiff in short chunks
+            training = any(map(traced, (xs, dt, a, bm, cm, ssm)))
             chunk = min(cfg.chunk_size, _GRAD_CHUNK) if training else cfg.chunk_size
             y, ssm = ssd_chunked(xs, dt, a, bm, cm, ssm, chunk)  # (B, T, H, P)
     else:

@@ -43,7 +43,7 @@ from functools import partial
 from typing import Any
 
 from kizzasi_lite.autodiff import plain
-from kizzasi_lite.backends import loops_are_cheap, namespace
+from kizzasi_lite.backends import namespace
 from kizzasi_lite.errors import WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
@@ -52,6 +52,7 @@ from kizzasi_lite.models._common import (
     known_fields,
     resolve_dtype,
     scan_operation,
+    scan_path,
     select_params,
     traced,
 )
@@ -384,7 +385,7 @@ def _run(cfg: Config, params: dict, x: Any, state: dict | None, single: bool) ->
         if single:
             out, carried = wkv_step(w, u, k[:, 0, :], v[:, 0, :], *carried)
             out = xp.expand_dims(out, axis=1)  # (B, 1, A)
-        elif loops_are_cheap(*map(plain, (w, u, k, v, *carried))):
+        elif scan_path(w, u, k, v, *carried) != "chunked":  # NumPy: step by step
             out, carried = wkv_recurrent(w, u, k, v, *carried)
         else:
             out, carried = wkv_sequence(w, u, k, v, carried, cfg.chunk_size)

@@ -44,7 +44,7 @@ from functools import partial
 from typing import Any
 
 from kizzasi_lite.autodiff import plain
-from kizzasi_lite.backends import loops_are_cheap, namespace
+from kizzasi_lite.backends import namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
@@ -53,6 +53,7 @@ from kizzasi_lite.models._common import (
     known_fields,
     resolve_dtype,
     scan_operation,
+    scan_path,
     select_params,
     traced,
 )
@@ -436,7 +437,7 @@ def _run(cfg: Config, params: dict, x: Any, state: dict | None, single: bool) ->
         if single:
             o, s = wkv_step(r[:, 0, ...], k[:, 0, ...], v[:, 0, ...], logw[:, 0, ...], u, s0)
             o = xp.expand_dims(o, axis=1)  # (B, 1, H, N)
-        elif loops_are_cheap(*map(plain, (r, k, v, logw, u, s0))):
+        elif scan_path(r, k, v, logw, u, s0) != "chunked":  # NumPy: step by step
             o, s = wkv_recurrent(r, k, v, logw, u, s0)
         else:
             o, s = wkv_sequence(r, k, v, logw, u, s0, cfg.chunk_size)
