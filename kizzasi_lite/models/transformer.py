@@ -38,10 +38,12 @@ References:
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from kizzasi_lite.backends import namespace
+from kizzasi_lite.backends import loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
@@ -238,25 +240,55 @@ def _proj(params: dict[str, Any], name: str, x: Any) -> Any:
     return linear(x, params[name + ".weight"], params.get(name + ".bias"))
 
 
-def _attend(cfg: Config, q: Any, k: Any, v: Any, mask: Any) -> Any:
-    """Grouped-query softmax attention.
+# Scores per block of keys of attention on NumPy-backed arrays (1 MiB of float32): a block's
+# scores, exponentials and their sums stay in cache. Blocks are at least _MIN_KEY_BLOCK keys wide.
+_SCORE_BLOCK_NUMBERS = 1 << 18
+_MIN_KEY_BLOCK = 64
 
-    ``q`` (B, H, Tq, hd); ``k``, ``v`` (B, KV, S, hd); ``mask`` bool, broadcastable to
-    (B, KV, H/KV, Tq, S) (True = may attend; every row has at least one True). Returns
-    (B, H, Tq, hd).
+
+def _attend(cfg: Config, q: Any, groups: list[tuple[Any, Any, Any]]) -> Any:
+    """Grouped-query softmax attention over keys given in groups.
+
+    ``q`` (B, H, Tq, hd); each group ``(k, v, mask)`` holds keys and values (B, KV, S_i, hd) and
+    a bool ``mask`` broadcastable to (B, KV, H/KV, Tq, S_i) (True = may attend), or None where
+    every query may attend every key of the group (no masking pass over its scores). Every query
+    attends at least one key. Returns (B, H, Tq, hd).
+
+    Each block of keys (a group; on NumPy-backed arrays, cache-sized slices of one) gives its
+    row maxima ``m_i``, ``o_i = exp(s_i - m_i) @ v_i`` and ``d_i = sum(exp(s_i - m_i))``; the
+    softmax over all of them is ``sum_i a_i o_i / sum_i a_i d_i`` with ``a_i = exp(m_i - m)``,
+    ``m`` the largest ``m_i``. A row with no allowed key in a block takes shift 0 there, so its
+    ``o_i``, ``d_i`` and ``a_i`` are 0 (never ``inf - inf``).
     """
     xp = namespace(q)
     B, H, Tq, hd = q.shape
     KV = cfg.num_key_value_heads
     qg = xp.reshape(q * (hd**-0.5), (B, KV, H // KV, Tq, hd))  # (B, KV, G, Tq, hd), scaled
-    kt = xp.matrix_transpose(k)[:, :, None, :, :]  # (B, KV, 1, hd, S)
-    scores = xp.matmul(qg, kt)  # (B, KV, G, Tq, S)
-    scores = xp.where(mask, scores, xp.asarray(float("-inf"), dtype=scores.dtype))  # masked
-    m = xp.max(scores, axis=-1, keepdims=True)  # (B, KV, G, Tq, 1)
-    e = xp.exp(scores - m)  # (B, KV, G, Tq, S)
-    out = xp.matmul(e, v[:, :, None, :, :])  # (B, KV, G, Tq, hd): normalised after, on hd
-    out = out / xp.sum(e, axis=-1, keepdims=True)  # numbers per row rather than S
-    return xp.reshape(out, (B, H, Tq, hd))  # (B, H, Tq, hd)
+    if loops_are_cheap(q):
+        width = max(_MIN_KEY_BLOCK, _SCORE_BLOCK_NUMBERS // (B * H * Tq))
+        groups = [
+            (k[:, :, a:b, :], v[:, :, a:b, :], m if m is None else m[..., a:b])
+            for k, v, m in groups
+            for a in range(0, k.shape[2], width)
+            for b in [min(a + width, k.shape[2])]
+        ]
+    parts = []  # (m_i, o_i, d_i) per block
+    for k, v, mask in groups:
+        s = xp.matmul(qg, xp.matrix_transpose(k)[:, :, None, :, :])  # (B, KV, G, Tq, S_i)
+        if mask is not None:
+            s = xp.where(mask, s, xp.asarray(-math.inf, dtype=s.dtype))
+        m = xp.max(s, axis=-1, keepdims=True)  # (B, KV, G, Tq, 1)
+        shift = m if len(groups) == 1 else xp.where(m > -math.inf, m, xp.zeros_like(m))
+        e = xp.exp(s - shift)  # (B, KV, G, Tq, S_i)
+        parts.append((m, xp.matmul(e, v[:, :, None, :, :]), xp.sum(e, axis=-1, keepdims=True)))
+    if len(parts) == 1:
+        _, out, den = parts[0]
+    else:
+        top = functools.reduce(xp.maximum, [m for m, _, _ in parts])  # (B, KV, G, Tq, 1)
+        scales = [xp.exp(m - top) for m, _, _ in parts]
+        out = functools.reduce(xp.add, [a * o for a, (_, o, _) in zip(scales, parts, strict=True)])
+        den = functools.reduce(xp.add, [a * d for a, (_, _, d) in zip(scales, parts, strict=True)])
+    return xp.reshape(out / den, (B, H, Tq, hd))  # normalised on hd numbers per row, not S
 
 
 def _mlp(params: dict[str, Any], prefix: str, x: Any) -> Any:
@@ -315,22 +347,25 @@ def step(
         q, k, v = _qkv(cfg, params, p, h, cos, sin)  # (B, H, 1, hd), (B, KV, 1, hd) x 2
         kc = xp.concat([state[p + "k"][:, :, 1:, :], k], axis=2)  # (B, KV, W, hd)
         vc = xp.concat([state[p + "v"][:, :, 1:, :], v], axis=2)  # (B, KV, W, hd)
-        h = _finish_layer(cfg, params, p, h, _attend(cfg, q, kc, vc, mask))  # (B, 1, D)
+        h = _finish_layer(cfg, params, p, h, _attend(cfg, q, [(kc, vc, mask)]))  # (B, 1, D)
         new_state[p + "k"], new_state[p + "v"] = kc, vc
     new_state["pos"] = pos + 1  # (B,)
     y = rms_norm(h[:, 0, :], params["norm.weight"], cfg.rms_norm_eps)  # (B, D)
     return y, new_state
 
 
-def _window_masks(cfg: Config, pos: Any, T: int) -> list[tuple[int, int, int, Any]]:
-    """Masks of the query chunks of ``forward``: ``(t0, c, s, mask)``, mask (B, 1, 1, c, c+W-s).
+def _query_chunks(cfg: Config, pos: Any, T: int) -> list[tuple[int, int, list]]:
+    """The query chunks of ``forward``: ``(t0, c, ranges)`` with ``ranges`` a list of
+    ``(lo, hi, mask)``, the groups of keys the chunk's ``c`` queries attend.
 
-    Columns are the keys ``concat([cache, new], axis=2)[t0 + s : t0 + c + W]``; column ``j`` of
-    the full slice from ``t0`` holds absolute position ``pos - W + t0 + j`` and query ``t``
-    (local) position ``pos + t0 + t``: allowed when ``t < j <= t + W`` (the last W tokens, itself
-    included) and the key's position is not negative. The first ``s`` columns hold negative
-    positions for every stream (an empty or short cache), so they are left out: a sequence from
-    a fresh state attends over the causal triangle, not the whole window.
+    Columns ``j`` count the keys ``concat([cache, new], axis=2)`` from ``t0``: column ``j`` holds
+    absolute position ``pos - W + t0 + j`` and query ``t`` (local) position ``pos + t0 + t``,
+    allowed when ``t < j <= t + W`` (the last W tokens, itself included) and the key's position
+    is not negative. Columns below ``s`` hold negative positions for every stream (an empty or
+    short cache) and are left out, so a sequence from a fresh state attends over the causal
+    triangle, not the whole window. Columns in ``[c, W]`` whose positions are valid for every
+    stream are allowed for every query: they form one group with ``mask`` None (no masking pass
+    over most of the scores); the columns left and right of it get masks (B, 1, 1, c, hi - lo).
     """
     xp = namespace(pos)
     W, L = cfg.context_window, min(cfg.chunk_size, T)
@@ -338,15 +373,22 @@ def _window_masks(cfg: Config, pos: Any, T: int) -> list[tuple[int, int, int, An
     j = xp.arange(L + W, dtype=pos.dtype)[None, :]  # (1, L+W)
     band = (j > t) & (j <= t + W)  # (L, L+W)
     seen = int(xp.max(pos)) if pos.shape[0] else W  # the longest past of any stream
-    masks = []
+    shortest = int(xp.min(pos)) if pos.shape[0] else W  # and the shortest
+
+    def masked(t0: int, c: int, lo: int, hi: int) -> Any:
+        col = xp.arange(t0 + lo, t0 + hi, dtype=pos.dtype)  # (hi - lo,)
+        valid = col[None, :] >= (W - pos)[:, None]  # (B, hi - lo)
+        return (band[None, :c, lo:hi] & valid[:, None, :])[:, None, None, :, :]
+
+    chunks = []
     for t0 in range(0, T, L):
         c = min(L, T - t0)
         s = max(0, min(W, W - seen - t0))  # columns t0 + j < W - seen: negative for all streams
-        col = xp.arange(t0 + s, t0 + c + W, dtype=pos.dtype)  # (c+W-s,)
-        valid = col[None, :] >= (W - pos)[:, None]  # (B, c+W-s)
-        mask = band[None, :c, s : c + W] & valid[:, None, :]  # (B, c, c+W-s)
-        masks.append((t0, c, s, mask[:, None, None, :, :]))  # (B, 1, 1, c, c+W-s)
-    return masks
+        free = min(max(s, c, W - shortest - t0), W + 1)  # [free, W] is allowed for all
+        ranges = [(s, free, True), (free, W + 1, False), (W + 1, c + W, True)]  # (lo, hi, masked)
+        groups = [(lo, hi, masked(t0, c, lo, hi) if m else None) for lo, hi, m in ranges if hi > lo]
+        chunks.append((t0, c, groups))
+    return chunks
 
 
 def forward(
@@ -363,11 +405,10 @@ def forward(
         state = init_state(cfg, B, xp=namespace(x), dtype=x.dtype)
     if T == 0:
         return rms_norm(x, params["norm.weight"], cfg.rms_norm_eps), dict(state)
-    W = cfg.context_window
     pos = state["pos"]  # (B,)
     positions = xp.astype(pos, x.dtype)[:, None] + xp.arange(T, dtype=x.dtype)  # (B, T)
     cos, sin = _rope(cfg, positions)  # (B, 1, T, hd)
-    masks = _window_masks(cfg, pos, T)
+    chunks = _query_chunks(cfg, pos, T)
     h = x
     new_state = {}
     for i in range(cfg.num_hidden_layers):
@@ -376,9 +417,11 @@ def forward(
         ks = xp.concat([state[p + "k"], k], axis=2)  # (B, KV, W+T, hd)
         vs = xp.concat([state[p + "v"], v], axis=2)  # (B, KV, W+T, hd)
         outs = [
-            _attend(cfg, q[:, :, t0 : t0 + c, :], ks[:, :, t0 + s : t0 + c + W, :],
-                    vs[:, :, t0 + s : t0 + c + W, :], mask)  # (B, H, c, hd)
-            for t0, c, s, mask in masks
+            _attend(cfg, q[:, :, t0 : t0 + c, :], [
+                (ks[:, :, t0 + lo : t0 + hi, :], vs[:, :, t0 + lo : t0 + hi, :], mask)
+                for lo, hi, mask in ranges
+            ])  # (B, H, c, hd)
+            for t0, c, ranges in chunks
         ]  # fmt: skip
         h = _finish_layer(cfg, params, p, h, xp.concat(outs, axis=2))  # (B, T, D)
         new_state[p + "k"], new_state[p + "v"] = ks[:, :, T:, :], vs[:, :, T:, :]

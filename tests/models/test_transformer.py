@@ -208,6 +208,31 @@ def test_sliding_window_equals_brute_force(np_xp):
     np.testing.assert_allclose(y_loop, want, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_attention_in_key_blocks_equals_brute_force(np_xp, monkeypatch, width):
+    """NumPy inference attends in cache-sized blocks of keys, combined by their row maxima: with
+    blocks of 1-3 keys (rows with no allowed key in a block included) forward and the step loop
+    still equal brute-force sliding-window attention, and streams at different positions still
+    share a batch."""
+    monkeypatch.setattr(tr, "_SCORE_BLOCK_NUMBERS", 1)
+    monkeypatch.setattr(tr, "_MIN_KEY_BLOCK", width)
+    cfg = tr.Config(**{**SMALL.to_dict(), "context_window": 6, "chunk_size": 4})
+    params = _params(cfg, np_xp, "float64", seed=15)
+    x = np.random.default_rng(16).normal(size=(2, 14, cfg.hidden_size))
+    want = _numpy_sliding_window(cfg, params, x)
+    y, _ = tr.forward(cfg, params, x)
+    np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
+    y_loop, _ = _step_loop(cfg, params, x, tr.init_state(cfg, 2, xp=np_xp, dtype=np_xp.float64))
+    np.testing.assert_allclose(y_loop, want, rtol=1e-10, atol=1e-10)
+    _, sa = tr.forward(cfg, params, x[:1, :2])  # streams 2 and 9 tokens in, then 5 more each
+    _, sb = tr.forward(cfg, params, x[1:, :9])
+    both = {k: np.concatenate([sa[k], sb[k]], axis=0) for k in sa}
+    y, _ = tr.forward(cfg, params, x[:, 9:], both)
+    ya, _ = _step_loop(cfg, params, x[:1, 9:], sa)
+    yb, _ = _step_loop(cfg, params, x[1:, 9:], sb)
+    np.testing.assert_allclose(y, np.concatenate([ya, yb], axis=0), rtol=1e-10, atol=1e-10)
+
+
 # ---------------------------------------------------------------------------------------------
 # config and checkpoints
 
