@@ -56,7 +56,7 @@ from kizzasi_lite.models._common import (
     select_params,
     traced,
 )
-from kizzasi_lite.nn import layer_norm, linear, sigmoid
+from kizzasi_lite.nn import layer_norm, linear, previous_tokens, sigmoid
 from kizzasi_lite.nn.init import orthogonal
 
 # the running maximum of an empty state: "minus infinity", kept finite as transformers does
@@ -197,19 +197,18 @@ def state_numel(cfg: Config) -> int:
 
 
 # ---------------------------------------------------------------------------- blocks
-def _mix(xx: Any, prev: Any, mu: Any) -> Any:
-    """``mu * x_t + (1 - mu) * x_{t-1}`` for ``xx`` (B, T, C), ``prev`` = x_{-1} (B, C)."""
-    xp = namespace(xx)
-    shifted = xp.concat([xp.expand_dims(prev, axis=1), xx[:, :-1, :]], axis=1)  # (B, T, C)
+def _mix(xx: Any, shifted: Any, mu: Any) -> Any:
+    """``mu * x_t + (1 - mu) * x_{t-1}`` for ``xx`` (B, T, C) and ``shifted`` its x_{t-1}."""
     return xx * mu + shifted * (1.0 - mu)
 
 
 def _channel_mix(p: dict, b: str, xx: Any, prev: Any) -> Any:
     """``sigmoid(W_r x_r) * W_v relu(W_k x_k)^2`` of ``xx`` (B, T, C) -> (B, T, C)."""
     xp = namespace(xx)
-    k = linear(_mix(xx, prev, p[f"{b}time_mix_key"]), p[f"{b}key.weight"])  # (B, T, F)
+    shifted = previous_tokens(xx, prev)  # (B, T, C)
+    k = linear(_mix(xx, shifted, p[f"{b}time_mix_key"]), p[f"{b}key.weight"])  # (B, T, F)
     k = xp.maximum(k, xp.zeros_like(k))  # (B, T, F)
-    rx = _mix(xx, prev, p[f"{b}time_mix_receptance"])  # (B, T, C)
+    rx = _mix(xx, shifted, p[f"{b}time_mix_receptance"])  # (B, T, C)
     r = sigmoid(linear(rx, p[f"{b}receptance.weight"]))  # (B, T, C)
     return r * linear(k * k, p[f"{b}value.weight"])  # (B, T, C)
 
@@ -375,10 +374,10 @@ def _run(cfg: Config, params: dict, x: Any, state: dict | None, single: bool) ->
     for i in range(cfg.num_hidden_layers):
         b, a = f"blocks.{i}.", f"blocks.{i}.attention."
         xx = layer_norm(h, params[f"{b}ln1.weight"], params[f"{b}ln1.bias"], eps)  # (B, T, C)
-        prev = state[f"{a}shift"]
-        k = linear(_mix(xx, prev, params[f"{a}time_mix_key"]), params[f"{a}key.weight"])
-        v = linear(_mix(xx, prev, params[f"{a}time_mix_value"]), params[f"{a}value.weight"])
-        rx = _mix(xx, prev, params[f"{a}time_mix_receptance"])
+        shifted = previous_tokens(xx, state[f"{a}shift"])  # (B, T, C)
+        k = linear(_mix(xx, shifted, params[f"{a}time_mix_key"]), params[f"{a}key.weight"])
+        v = linear(_mix(xx, shifted, params[f"{a}time_mix_value"]), params[f"{a}value.weight"])
+        rx = _mix(xx, shifted, params[f"{a}time_mix_receptance"])
         r = sigmoid(linear(rx, params[f"{a}receptance.weight"]))  # (B, T, A)
         w, u = xp.exp(params[f"{a}time_decay"]), params[f"{a}time_first"]  # (A,)
         carried = (state[f"{a}num"], state[f"{a}den"], state[f"{a}max"])
@@ -393,8 +392,7 @@ def _run(cfg: Config, params: dict, x: Any, state: dict | None, single: bool) ->
         new[f"{a}shift"] = xx[:, -1, :]
         new[f"{a}num"], new[f"{a}den"], new[f"{a}max"] = carried
         xx = layer_norm(h, params[f"{b}ln2.weight"], params[f"{b}ln2.bias"], eps)  # (B, T, C)
-        prev = state[f"{b}feed_forward.shift"]
-        h = h + _channel_mix(params, f"{b}feed_forward.", xx, prev)
+        h = h + _channel_mix(params, f"{b}feed_forward.", xx, state[f"{b}feed_forward.shift"])
         new[f"{b}feed_forward.shift"] = xx[:, -1, :]
     y = layer_norm(h, params["ln_out.weight"], params["ln_out.bias"], _LN_OUT_EPS)
     return y, new  # (B, T, C)

@@ -57,7 +57,7 @@ from kizzasi_lite.models._common import (
     select_params,
     traced,
 )
-from kizzasi_lite.nn import group_norm, layer_norm, linear, sigmoid, silu
+from kizzasi_lite.nn import group_norm, layer_norm, linear, previous_tokens, sigmoid, silu
 from kizzasi_lite.nn.init import orthogonal
 
 # other spellings of our config fields (transformers' remote-code Rwkv6Config, RWKV-LM args)
@@ -234,11 +234,6 @@ def state_numel(cfg: Config) -> int:
 
 
 # ---------------------------------------------------------------------------- blocks
-def _previous(xp: Any, xx: Any, prev: Any) -> Any:
-    """``x_{t-1}`` for every t of ``xx`` (B, T, C), ``prev`` (B, C) being the one before t=0."""
-    return xp.concat([xp.expand_dims(prev, axis=1), xx[:, :-1, :]], axis=1)  # (B, T, C)
-
-
 def _time_mix_inputs(cfg: Config, p: dict, b: str, xx: Any, prev: Any) -> tuple:
     """Data-dependent lerps and projections of ``xx`` (B, T, C) with last token ``prev`` (B, C).
 
@@ -247,7 +242,7 @@ def _time_mix_inputs(cfg: Config, p: dict, b: str, xx: Any, prev: Any) -> tuple:
     xp = namespace(xx)
     B, T, _ = xx.shape
     H, N, Dm = cfg.num_heads, cfg.head_size, cfg.time_mix_extra_dim
-    dx = _previous(xp, xx, prev) - xx  # (B, T, C)
+    dx = previous_tokens(xx, prev) - xx  # (B, T, C)
     xxx = xx + dx * p[f"{b}time_maa_x"]  # (B, T, C)
     lora = xp.tanh(xp.matmul(xxx, p[f"{b}time_maa_w1"]))  # (B, T, 5 * Dm)
     lora = xp.permute_dims(xp.reshape(lora, (B, T, 5, Dm)), (2, 0, 1, 3))  # (5, B, T, Dm)
@@ -282,7 +277,7 @@ def _time_mix_out(cfg: Config, p: dict, b: str, o: Any, g: Any) -> Any:
 def _channel_mix(p: dict, b: str, xx: Any, prev: Any) -> Any:
     """``sigmoid(W_r x_r) * W_v relu(W_k x_k)^2`` of ``xx`` (B, T, C) -> (B, T, C)."""
     xp = namespace(xx)
-    dx = _previous(xp, xx, prev) - xx  # (B, T, C)
+    dx = previous_tokens(xx, prev) - xx  # (B, T, C)
     kx = xx + dx * p[f"{b}time_maa_k"]  # (B, T, C)
     rx = xx + dx * p[f"{b}time_maa_r"]  # (B, T, C)
     k = linear(kx, p[f"{b}key.weight"])  # (B, T, F)

@@ -79,12 +79,20 @@ def gated_rms_norm(x: Any, gate: Any, weight: Any, eps: float, group_size: int) 
 
 
 def layer_norm(x: Any, weight: Any, bias: Any, eps: float) -> Any:
-    """LayerNorm over the last axis (biased variance, as torch)."""
+    """LayerNorm over the last axis (biased variance, as torch): ``d * w / sqrt(d.d / C + eps)
+    + bias`` with ``d = x - mean(x)``, the sums of squares one ``vecdot`` (7 array calls)."""
     xp = namespace(x)
-    mu = xp.mean(x, axis=-1, keepdims=True)  # (..., 1)
-    d = x - mu
-    var = xp.mean(d * d, axis=-1, keepdims=True)  # (..., 1)
-    return d / xp.sqrt(var + eps) * weight + bias
+    scale = 1.0 / x.shape[-1]
+    d = x - xp.sum(x, axis=-1, keepdims=True) * scale  # (..., C)
+    return d * (1.0 / xp.sqrt(xp.vecdot(d, d)[..., None] * scale + eps)) * weight + bias
+
+
+def previous_tokens(x: Any, prev: Any) -> Any:
+    """``x_{t-1}`` for every t of ``x`` (B, T, C), ``prev`` (B, C) being the one before t=0
+    (RWKV's token shift); a single step needs no concat."""
+    xp = namespace(x)
+    first = xp.expand_dims(prev, axis=1)  # (B, 1, C)
+    return first if x.shape[1] == 1 else xp.concat([first, x[:, :-1, :]], axis=1)  # (B, T, C)
 
 
 def group_norm(x: Any, weight: Any, bias: Any, groups: int, eps: float) -> Any:
