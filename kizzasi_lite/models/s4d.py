@@ -41,6 +41,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,7 @@ from kizzasi_lite.models._common import (
     check_positive_int,
     find_prefix,
     merge_found,
+    prepared,
     resolve_dtype,
     select_params,
 )
@@ -295,13 +297,27 @@ def ssm_step(
 
     ``u`` (B, H); ``h_re``, ``h_im`` (B, H, N/2). Returns ``y`` (B, H) and the new state.
     """
-    xp = namespace(u, params[prefix + "D"])
-    ssm = _discretize(params, prefix)
+    return _ssm_update(_discretize(params, prefix), u, h_re, h_im)
+
+
+def _ssm_update(ssm: dict[str, Any], u: Any, h_re: Any, h_im: Any) -> tuple[Any, Any, Any]:
+    """:func:`ssm_step` on a discretised layer ``ssm`` (``da``, ``db``, ``c`` re/im, (H, N/2))."""
+    xp = namespace(u, ssm["da_re"])
     uu = u[..., None]  # (B, H, 1)
     new_re = ssm["da_re"] * h_re - ssm["da_im"] * h_im + ssm["db_re"] * uu  # (B, H, N2)
     new_im = ssm["da_re"] * h_im + ssm["da_im"] * h_re + ssm["db_im"] * uu  # (B, H, N2)
     y = 2.0 * xp.sum(ssm["c_re"] * new_re - ssm["c_im"] * new_im, axis=-1)  # (B, H)
     return y, new_re, new_im
+
+
+def _prepare_step(cfg: Config, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per layer, the discretised SSM a step uses (cached by ``prepared``): new arrays only."""
+    keys = ("da_re", "da_im", "db_re", "db_im", "c_re", "c_im")
+    layers = []
+    for i in range(cfg.n_layer):
+        ssm = _discretize(params, f"layers.{i}.")
+        layers.append({k: ssm[k] * 1.0 for k in keys})  # C's parts are views: copied
+    return layers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,28 +342,42 @@ _ERFC_S = (1.0, 2.26052863220117276590e0, 9.39603524938001434673e0, 1.2048953980
 # fmt: on
 
 
-def _polyval(coefs: tuple[float, ...], x: Any) -> Any:
-    """Horner's rule, highest power first."""
-    y = x * 0.0 + coefs[0]  # (...) like x
-    for c in coefs[1:]:
-        y = y * x + c
+@functools.cache
+def _coefficients(xp: Any, dtype: Any, rows: tuple[tuple[float, ...], ...], ndim: int) -> Any:
+    """The rows as one array (len(rows), n, 1 * ndim), shorter rows padded with leading zeros;
+    made once per namespace, dtype and rows."""
+    n = max(map(len, rows))
+    padded = [[0.0] * (n - len(r)) + list(r) for r in rows]
+    return xp.reshape(xp.asarray(padded, dtype=dtype), (len(rows), n) + (1,) * ndim)
+
+
+def _polyvals(rows: tuple[tuple[float, ...], ...], x: Any) -> Any:
+    """Horner's rule for several polynomials of one argument at once (highest power first):
+    (len(rows), *x.shape). Leading zeros padding the shorter rows leave the values exact; one
+    pair of array calls per power serves all the rows."""
+    c = _coefficients(namespace(x), x.dtype, rows, x.ndim)  # (k, n, 1, ...)
+    y = x * c[:, 0, ...] + c[:, 1, ...]  # (k, ...); x on the left, for autodiff tensors
+    for j in range(2, c.shape[1]):
+        y = y * x + c[:, j, ...]
     return y
 
 
 def erfc(z: Any) -> Any:
     """Complementary error function, elementwise, to double precision (Cephes' approximations).
 
-    The array API standard has no ``erf``; this uses only exp, clip and where.
+    The array API standard has no ``erf``; this uses only exp, clip and where, and evaluates
+    the numerators and denominators of a range together (:func:`_polyvals`).
     """
     xp = namespace(z)
     az = xp.abs(z)  # (...) like z, and so is every array below
     zs = xp.clip(z, -1.0, 1.0)  # each branch sees only its own range: no overflow, no warnings
-    erf_small = zs * _polyval(_ERF_T, zs * zs) / _polyval(_ERF_U, zs * zs)
+    small = _polyvals((_ERF_T, _ERF_U), zs * zs)  # (2, ...)
+    erf_small = zs * small[0, ...] / small[1, ...]
     zb = xp.clip(az, 1.0, 30.0)  # erfc(30) underflows to 0 in float64
-    e = xp.exp(-zb * zb)
-    mid = e * _polyval(_ERFC_P, zb) / _polyval(_ERFC_Q, zb)
-    far = e * _polyval(_ERFC_R, zb) / _polyval(_ERFC_S, zb)
-    tail = xp.where(zb < 8.0, mid, far)  # erfc(|z|)
+    big = _polyvals((_ERFC_P, _ERFC_Q, _ERFC_R, _ERFC_S), zb)  # (4, ...)
+    tail = xp.exp(-zb * zb) * xp.where(
+        zb < 8.0, big[0, ...] / big[1, ...], big[2, ...] / big[3, ...]
+    )  # erfc(|z|)
     tail = xp.where(z < 0.0, 2.0 - tail, tail)
     return xp.where(az < 1.0, 1.0 - erf_small, tail)
 
@@ -375,10 +405,12 @@ def layer_forward(
 
 
 def layer_step(
-    params: dict[str, Any], prefix: str, u: Any, h_re: Any, h_im: Any
+    params: dict[str, Any], prefix: str, u: Any, h_re: Any, h_im: Any, ssm: Any = None
 ) -> tuple[Any, Any, Any]:
-    """One time step of :func:`layer_forward`: ``u`` (B, H) -> (B, H) and the new state."""
-    y, h_re, h_im = ssm_step(params, prefix, u, h_re, h_im)  # (B, H)
+    """One time step of :func:`layer_forward`: ``u`` (B, H) -> (B, H) and the new state
+    (``ssm``: the layer discretised beforehand, else discretised here)."""
+    ssm = _discretize(params, prefix) if ssm is None else ssm
+    y, h_re, h_im = _ssm_update(ssm, u, h_re, h_im)  # (B, H)
     y = y + u * params[prefix + "D"]  # (B, H)
     return _output(params, prefix, y), h_re, h_im
 
@@ -394,12 +426,18 @@ def _norm(cfg: Config, params: dict[str, Any], prefix: str, x: Any) -> Any:
 def step(
     cfg: Config, params: dict[str, Any], x: Any, state: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
-    """One time step of the stack: ``x`` (B, d_model) -> ``y`` (B, d_model) and the next state."""
+    """One time step of the stack: ``x`` (B, d_model) -> ``y`` (B, d_model) and the next state.
+
+    At inference the layers' discretisations are computed once per set of weights
+    (``prepared``); under autodiff, every step.
+    """
+    layers = prepared(_prepare_step, cfg, params, x, *state.values())
     new_state = {}
     for i in range(cfg.n_layer):
         p = f"layers.{i}."
         u = _norm(cfg, params, p + "norm.", x)  # (B, H)
-        out, h_re, h_im = layer_step(params, p, u, state[p + "h_re"], state[p + "h_im"])
+        ssm = None if layers is None else layers[i]
+        out, h_re, h_im = layer_step(params, p, u, state[p + "h_re"], state[p + "h_im"], ssm)
         x = x + out  # (B, H)
         new_state[p + "h_re"], new_state[p + "h_im"] = h_re, h_im
     return _norm(cfg, params, "norm_f.", x), new_state  # (B, H)

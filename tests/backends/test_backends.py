@@ -78,6 +78,33 @@ def test_loops_are_cheap_for_plain_numpy_backed_arrays_only(xp):
     assert loops_are_cheap(x, 1.0, None) == (backend_name(xp) in ("numpy", "array_api_strict"))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+@pytest.mark.parametrize(
+    "bounds",
+    [(-1.0, 1.0), (0, None), (None, 0.5), (None, None), ("array", "array"), ("array", 2.0)],
+)
+def test_numpy_clip_equals_the_compat_clip(dtype, bounds):
+    """The NumPy namespace's faster ``clip`` (ufuncs for floating arrays) gives what
+    ``array_api_compat.numpy.clip`` gives: values, dtype, shape and NaN alike."""
+    import array_api_compat.numpy as compat
+
+    xp = get_namespace("numpy")
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((3, 4)) * 3).astype(dtype)
+    if dtype != "int32":
+        x[0, 0] = np.nan
+    lo, hi = (
+        (rng.standard_normal(4).astype(dtype) - 1.0) if b == "array" and i == 0
+        else (rng.standard_normal(4).astype(dtype) + 1.0) if b == "array"
+        else b
+        for i, b in enumerate(bounds)
+    )  # fmt: skip
+    got, want = xp.clip(x, lo, hi), compat.clip(x, lo, hi)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(xp.clip(x, min=lo, max=hi), want)
+
+
 def test_numpy_reshape_keeps_the_standard_copy_semantics():
     """The NumPy namespace's faster ``reshape`` (the array method) still follows the standard."""
     xp = get_namespace("numpy")

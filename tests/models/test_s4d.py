@@ -74,6 +74,31 @@ def test_single_token_and_empty_sequence(xp):
     _assert_states_close(s0, state)
 
 
+def test_step_discretises_once_per_set_of_weights(xp):
+    """At inference ``step`` takes each layer's discretisation from the ``prepared`` cache
+    (computed once for these arrays) and equals the step that discretises every time."""
+    from kizzasi_lite.models import _common
+
+    cfg = SMALL
+    params = _perturbed(cfg, xp, "float64", seed=21)
+    x = rand(xp, (3, cfg.d_model), seed=22, dtype="float64")
+    state = s4d.init_state(cfg, 3, xp=xp, dtype=x.dtype)
+    state = {k: v + 0.5 for k, v in state.items()}  # a nonzero state
+    y, new = s4d.step(cfg, params, x, state)
+    if not any(key[0] is s4d._prepare_step for key in _common._PREPARED):
+        pytest.skip("this backend's arrays take no weak references: nothing is cached")
+    h, want = x, {}
+    for i in range(cfg.n_layer):
+        p = f"layers.{i}."
+        u = s4d._norm(cfg, params, p + "norm.", h)
+        out, want[p + "h_re"], want[p + "h_im"] = s4d.layer_step(
+            params, p, u, state[p + "h_re"], state[p + "h_im"]
+        )
+        h = h + out
+    assert_close(y, s4d._norm(cfg, params, "norm_f.", h), xp=xp)
+    _assert_states_close(new, want)
+
+
 @settings(max_examples=12, deadline=None)
 @given(
     T=st.integers(1, 23),
