@@ -105,6 +105,47 @@ def test_numpy_clip_equals_the_compat_clip(dtype, bounds):
     np.testing.assert_array_equal(xp.clip(x, min=lo, max=hi), want)
 
 
+def _same(got, want):
+    """Equal values, dtype, shape and kind of result (array or NumPy scalar)."""
+    assert type(got) is type(want) and got.dtype == want.dtype and np.shape(got) == np.shape(want)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.filterwarnings("ignore:.*(empty slice|invalid value):RuntimeWarning")
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "int32", "bool"])
+@pytest.mark.parametrize("shape", [(), (5,), (3, 4), (2, 0, 3), (2, 3, 4)])
+def test_numpy_fast_paths_equal_the_compat_functions(dtype, shape):
+    """``sum``, ``max``, ``mean``, ``expand_dims`` and ``asarray`` of the NumPy namespace (ufuncs
+    and methods where the arguments allow) give what ``array_api_compat.numpy`` gives, errors
+    included."""
+    import array_api_compat.numpy as compat
+
+    xp = get_namespace("numpy")
+    x = np.asarray(np.random.default_rng(0).standard_normal(shape) * 4).astype(dtype)
+    if x.size and dtype.startswith("float"):
+        x.flat[0] = np.nan if dtype == "float64" else x.flat[0]
+    axes = [None, *range(-len(shape), len(shape)), (0, len(shape) - 1)] if shape else [None]
+    for name in ("sum", "max", "mean"):
+        if name == "mean" and dtype in ("int32", "bool"):
+            continue  # the standard's mean is for floating arrays
+        for axis in axes:
+            for keepdims in (False, True):
+                kw = {"axis": axis, "keepdims": keepdims}
+                try:
+                    want = getattr(compat, name)(x, **kw)
+                except ValueError:  # max of nothing
+                    with pytest.raises(ValueError):
+                        getattr(xp, name)(x, **kw)
+                    continue
+                _same(getattr(xp, name)(x, **kw), want)
+    for axis in range(-len(shape) - 1, len(shape) + 1):
+        _same(xp.expand_dims(x, axis=axis), compat.expand_dims(x, axis=axis))
+        assert np.shares_memory(xp.expand_dims(x, axis=axis), x) or not x.size
+    assert xp.asarray(x) is x and xp.asarray(x, dtype=x.dtype) is x
+    _same(xp.asarray(x, dtype=xp.float64), compat.asarray(x, dtype=xp.float64))
+    assert not np.shares_memory(xp.asarray(x, copy=True), x) or not x.size
+
+
 def test_numpy_reshape_keeps_the_standard_copy_semantics():
     """The NumPy namespace's faster ``reshape`` (the array method) still follows the standard."""
     xp = get_namespace("numpy")
