@@ -197,8 +197,9 @@ def _numpy_sliding_window(cfg, params, x):
     return rms(h, p["norm.weight"])
 
 
-def test_sliding_window_equals_brute_force(np_xp):
-    cfg = SMALL
+def _assert_equals_brute_force(cfg, np_xp):
+    """forward and the step loop over 14 tokens of 2 streams equal brute-force attention;
+    returns the weights and the tokens."""
     params = _params(cfg, np_xp, "float64", seed=15)
     x = np.random.default_rng(16).normal(size=(2, 14, cfg.hidden_size))
     want = _numpy_sliding_window(cfg, params, x)
@@ -206,6 +207,11 @@ def test_sliding_window_equals_brute_force(np_xp):
     np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
     y_loop, _ = _step_loop(cfg, params, x, tr.init_state(cfg, 2, xp=np_xp, dtype=np_xp.float64))
     np.testing.assert_allclose(y_loop, want, rtol=1e-10, atol=1e-10)
+    return params, x
+
+
+def test_sliding_window_equals_brute_force(np_xp):
+    _assert_equals_brute_force(SMALL, np_xp)
 
 
 @pytest.mark.parametrize("width", [1, 2, 3])
@@ -217,13 +223,7 @@ def test_attention_in_key_blocks_equals_brute_force(np_xp, monkeypatch, width):
     monkeypatch.setattr(tr, "_SCORE_BLOCK_NUMBERS", 1)
     monkeypatch.setattr(tr, "_MIN_KEY_BLOCK", width)
     cfg = tr.Config(**{**SMALL.to_dict(), "context_window": 6, "chunk_size": 4})
-    params = _params(cfg, np_xp, "float64", seed=15)
-    x = np.random.default_rng(16).normal(size=(2, 14, cfg.hidden_size))
-    want = _numpy_sliding_window(cfg, params, x)
-    y, _ = tr.forward(cfg, params, x)
-    np.testing.assert_allclose(y, want, rtol=1e-10, atol=1e-10)
-    y_loop, _ = _step_loop(cfg, params, x, tr.init_state(cfg, 2, xp=np_xp, dtype=np_xp.float64))
-    np.testing.assert_allclose(y_loop, want, rtol=1e-10, atol=1e-10)
+    params, x = _assert_equals_brute_force(cfg, np_xp)
     _, sa = tr.forward(cfg, params, x[:1, :2])  # streams 2 and 9 tokens in, then 5 more each
     _, sb = tr.forward(cfg, params, x[1:, :9])
     both = {k: np.concatenate([sa[k], sb[k]], axis=0) for k in sa}
