@@ -264,8 +264,8 @@ def _attend(cfg: Config, q: Any, groups: list[tuple[Any, Any, Any]]) -> Any:
     B, H, Tq, hd = q.shape
     KV = cfg.num_key_value_heads
     qg = xp.reshape(q * (hd**-0.5), (B, KV, H // KV, Tq, hd))  # (B, KV, G, Tq, hd), scaled
-    if loops_are_cheap(q):
-        width = max(_MIN_KEY_BLOCK, _SCORE_BLOCK_NUMBERS // (B * H * Tq))
+    width = max(_MIN_KEY_BLOCK, _SCORE_BLOCK_NUMBERS // (B * H * Tq))
+    if any(k.shape[2] > width for k, _, _ in groups) and loops_are_cheap(q):
         groups = [
             (k[:, :, a:b, :], v[:, :, a:b, :], m if m is None else m[..., a:b])
             for k, v, m in groups
