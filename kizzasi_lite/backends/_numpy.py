@@ -49,9 +49,8 @@ def numpy_namespace(compat: ModuleType) -> ModuleType:
 
     def clip(x: Any, /, min: Any = None, max: Any = None) -> Any:
         """The array API ``clip``; ufuncs for a floating array and bounds of its kind."""
-        if not (floating(x) and x.ndim and fits(min, x.dtype) and fits(max, x.dtype)):
-            return compat.clip(x, min, max)
-        if min is None and max is None:
+        bounded = min is not None or max is not None
+        if not (bounded and floating(x) and x.ndim and fits(min, x.dtype) and fits(max, x.dtype)):
             return compat.clip(x, min, max)
         y = x if min is None else np.maximum(x, min)
         return y if max is None else np.minimum(y, max)
