@@ -206,7 +206,7 @@ def scan_path(*args: Any) -> str:
 
 # Numbers per block of states of an inference scan on NumPy-backed arrays (2 MiB of float32,
 # 64 steps of the default preset): a block's states are written and read again while they are
-# still in cache (a Mamba2 forward over 8192 steps takes ~20% less time than in blocks of 256).
+# still in cache (a Mamba forward over 8192 steps takes ~10% less time than in blocks of 256).
 _SCAN_BLOCK_NUMBERS = 1 << 19
 
 

@@ -25,15 +25,17 @@ A layer is ``h <- h + out_proj(mixer(RMSNorm(h)))``; the output is ``norm_f(h)``
 The sequence path is the chunked SSD algorithm of ``ssd_minimal.py``: (1) intra-chunk outputs as
 masked matmuls ``(C B^T o L) X``, (2) the state each chunk produces, (3) the recurrence of the
 states across chunk boundaries (a scan over chunks), (4) the output of the carried-in state.
-That is the path the device backends go through (under autodiff in chunks of at most
-``_GRAD_CHUNK`` steps). On NumPy-backed arrays ``forward`` runs the recurrence itself in
-cache-sized blocks of steps (``ssd_blocked``, tested equal): on a CPU it does less work than the
-``Q x Q`` masks of SSD; a long sequence goes through the stack in cache-sized time segments; and
-training runs it as one differentiable operation whose backward recomputes each block's states
-and runs the adjoint recurrence (``_ssd_recomputed``, its gradients tested equal to the chunked
-SSD's). The step path is the O(1) recurrence; at inference it runs on a few arrays derived from
-the weights once (``_prepare_step``, cached per set of weights), and many streams update their
-states in cache-sized blocks of streams.
+Every decay is ``exp`` of a segment sum that adds only its own terms (stable for any ``dt``);
+chunks of up to 32 steps get all their segment sums from one matmul with a constant 0/1 matrix.
+Inference on the device backends runs in chunks of ``chunk_size``; NumPy inference and device
+autodiff in chunks of ``_SHORT_CHUNK`` steps, with a plain loop across chunks on NumPy, and a
+long sequence goes through the stack in cache-sized time segments on NumPy. Training on NumPy
+runs the recurrence as one differentiable operation whose backward recomputes each block's
+states and runs the adjoint recurrence (``_ssd_recomputed``, its gradients tested equal to the
+chunked SSD's; its forward ``ssd_blocked`` is the recurrence step by step in cache-sized blocks,
+tested equal). The step path is the O(1) recurrence; at inference it runs on a few arrays
+derived from the weights once (``_prepare_step``, cached per set of weights), and many streams
+update their states in cache-sized blocks of streams.
 
 References:
 
@@ -46,13 +48,14 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from kizzasi_lite.autodiff import plain
-from kizzasi_lite.backends import namespace
+from kizzasi_lite.backends import loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
@@ -72,7 +75,6 @@ from kizzasi_lite.models._common import (
     run_mamba_stack,
     run_mamba_step,
     scaled_norm_weight,
-    scan_block,
     scan_operation,
     scan_path,
     select_params,
@@ -90,14 +92,16 @@ from kizzasi_lite.nn import (
     softplus,
 )
 from kizzasi_lite.nn.init import kaiming_uniform
-from kizzasi_lite.scan import scan_parallel
+from kizzasi_lite.scan import scan_parallel, scan_sequential
 
 _DEFAULT_STATE_SIZE = 128  # d_state of both references when config.json does not say
-# Longest chunk of the SSD under autodiff. Per step and head, the chunk's Q x Q masks cost O(Q)
-# and its states O(P N) whatever Q, and the tape keeps every Q x Q intermediate: on a CPU the
-# default preset (P N = 256) trains 1.4x faster in chunks of 16 steps than of 64, 1.1x faster
-# than of 32 (the result is the same).
-_GRAD_CHUNK = 16
+# Longest chunk of the SSD at inference on NumPy-backed arrays and under autodiff on devices.
+# Per step and head, a chunk's Q x Q decays cost O(Q) and its states O(P N) whatever Q (and the
+# tape keeps every Q x Q intermediate): on a CPU the default preset (P N = 256) trains 1.4x
+# faster in chunks of 16 steps than of 64, 1.1x faster than of 32, and runs its forward over
+# 8192 steps 1.1x faster than in chunks of 8 or 32 and ~1.2x faster than the step-by-step
+# recurrence in cache-sized blocks (the result is the same).
+_SHORT_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -280,21 +284,37 @@ def state_numel(cfg: Config) -> int:
 # SSD: the chunked sequence algorithm
 
 
-def _segsum_exp(a: Any) -> Any:
-    """``L[..., l, s] = exp(a_{s+1} + ... + a_l)`` for ``l >= s``, else 0. ``a`` (..., Q).
+# Chunks of at most this many steps get their segment sums from one matmul with a constant 0/1
+# matrix (Q^3 multiply-adds per chunk and head, no Q x Q masks or strided cumulative sums).
+_MATMUL_SEGSUM_CHUNK = 32
 
-    Summed with a masked cumulative sum, not as a difference of cumulative sums, so the decays
-    stay exact when the sums are large (ssd_minimal's stable ``segsum``).
+
+@functools.cache
+def _segsum_weights(xp: Any, dtype: Any, q: int) -> Any:
+    """``W[k, l*Q + s] = 1`` where ``s < k <= l``, else 0: (Q, Q*Q), made once per namespace,
+    dtype and ``q``."""
+    k, l, s = (xp.reshape(xp.arange(q), shape) for shape in ((q, 1, 1), (1, q, 1), (1, 1, q)))
+    inside = xp.logical_and(k > s, k <= l)  # (Q, Q, Q)
+    return xp.reshape(xp.astype(inside, dtype), (q, q * q))
+
+
+def _segment_sums(a: Any) -> Any:
+    """``S[..., l, s] = a_{s+1} + ... + a_l`` for ``l >= s``, else 0. ``a`` (..., Q).
+
+    Each entry sums only its own terms, never a difference of cumulative sums, so the decays
+    ``exp(S)`` stay exact when the sums are large (ssd_minimal's stable ``segsum``). Short
+    chunks take one matmul with :func:`_segsum_weights`; longer ones a masked cumulative sum.
     """
     xp = namespace(a)
     q = a.shape[-1]
+    if q <= _MATMUL_SEGSUM_CHUNK:
+        w = _segsum_weights(xp, a.dtype, q)  # (Q, Q*Q)
+        return xp.reshape(xp.matmul(a, w), (*a.shape[:-1], q, q))  # (..., Q, Q)
     idx = xp.arange(q)  # (Q,)
     strict = xp.expand_dims(idx, axis=1) > xp.expand_dims(idx, axis=0)  # (Q, Q): k > s
-    lower = xp.expand_dims(idx, axis=1) >= xp.expand_dims(idx, axis=0)  # (Q, Q): l >= s
     col = xp.expand_dims(a, axis=-1)  # (..., Q, 1): a_k in row k
     terms = xp.where(strict, col, xp.zeros_like(col))  # (..., Q, Q)
-    sums = xp.cumulative_sum(terms, axis=-2)  # (..., Q, Q): sum over s < k <= l
-    return xp.where(lower, xp.exp(sums), xp.zeros_like(sums))  # (..., Q, Q)
+    return xp.cumulative_sum(terms, axis=-2)  # (..., Q, Q): sum over s < k <= l
 
 
 def _chunks(xp: Any, v: Any, nc: int, q: int) -> Any:
@@ -311,47 +331,50 @@ def ssd_chunked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, chunk: int) 
     ``x`` (B, T, H, P), ``dt`` (B, T, H), ``a`` (H,), ``bm`` and ``cm`` (B, T, G, N), ``h0``
     (B, H, P, N). Returns ``y`` (B, T, H, P) (without the ``D`` skip) and the final state.
     Padded steps have ``dt = 0``: decay 1 and no input, so they leave the state unchanged.
+    Every decay is ``exp`` of a segment sum (:func:`_segment_sums`). States are kept as
+    (G, N, R*P), so the heads of a group share one matmul with their ``B`` or ``C``.
     """
     xp = namespace(x)
     bsz, t, h, p = x.shape
-    g, n = bm.shape[2], bm.shape[3]
+    g = bm.shape[2]
     r, q = h // g, chunk
     nc = -(-t // q)
-    xdt = _chunks(xp, x * xp.expand_dims(dt, axis=-1), nc, q)  # (B, NC, Q, H, P)
-    xdt = xp.permute_dims(xdt, (0, 1, 3, 2, 4))  # (B, NC, H, Q, P)
+    u = _chunks(xp, x * xp.expand_dims(dt, axis=-1), nc, q)  # (B, NC, Q, H, P)
     adt = xp.permute_dims(_chunks(xp, dt * a, nc, q), (0, 1, 3, 2))  # (B, NC, H, Q)
     bc = xp.permute_dims(_chunks(xp, bm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
     cc = xp.permute_dims(_chunks(xp, cm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
-    a_cum = xp.cumulative_sum(adt, axis=-1)  # (B, NC, H, Q)
+    sums = _segment_sums(adt)  # (B, NC, H, Q, Q): decay from step s to step l, as a log
+    from_start = xp.exp(adt[..., :1] + sums[..., 0])  # (B, NC, H, Q): over steps 0..l
+    to_end = xp.exp(sums[..., -1, :])  # (B, NC, H, Q): over steps s+1..Q-1
 
     # 1. inside each chunk: y = (C B^T o L) X, the "attention-like" quadratic form
+    idx = xp.arange(q)
+    causal = xp.expand_dims(idx, axis=1) >= xp.expand_dims(idx, axis=0)  # (Q, Q): l >= s
     cb = xp.matmul(cc, xp.matrix_transpose(bc))  # (B, NC, G, Q, Q)
-    lmat = xp.reshape(_segsum_exp(adt), (bsz, nc, g, r, q, q))  # (B, NC, G, R, Q, Q)
-    scores = xp.reshape(lmat * xp.expand_dims(cb, axis=3), (bsz, nc, h, q, q))  # (B,NC,H,Q,Q)
-    y_diag = xp.matmul(scores, xdt)  # (B, NC, H, Q, P)
+    cb = xp.expand_dims(xp.where(causal, cb, xp.zeros_like(cb)), axis=3)  # (B, NC, G, 1, Q, Q)
+    lmat = xp.reshape(xp.exp(sums), (bsz, nc, g, r, q, q))  # (B, NC, G, R, Q, Q)
+    scores = xp.reshape(lmat * cb, (bsz, nc, h, q, q))  # (B, NC, H, Q, Q)
+    y_diag = xp.matmul(scores, xp.permute_dims(u, (0, 1, 3, 2, 4)))  # (B, NC, H, Q, P)
 
-    # 2. the state each chunk ends in when it starts from zero
-    decay_to_end = xp.exp(a_cum[..., -1:] - a_cum)  # (B, NC, H, Q)
-    xw = xdt * xp.expand_dims(decay_to_end, axis=-1)  # (B, NC, H, Q, P)
-    xw = xp.reshape(xw, (bsz, nc, g, r, q, p))  # (B, NC, G, R, Q, P)
-    states = xp.matmul(xp.matrix_transpose(xw), xp.expand_dims(bc, axis=3))  # (B,NC,G,R,P,N)
-    states = xp.reshape(states, (bsz, nc, h, p, n))  # (B, NC, H, P, N)
+    # 2. the state each chunk ends in when it starts from zero, as (G, N, R*P)
+    w = u * xp.expand_dims(xp.permute_dims(to_end, (0, 1, 3, 2)), axis=-1)  # (B, NC, Q, H, P)
+    w = xp.permute_dims(xp.reshape(w, (bsz, nc, q, g, r * p)), (0, 1, 3, 2, 4))  # (B,NC,G,Q,RP)
+    states = xp.matmul(xp.matrix_transpose(bc), w)  # (B, NC, G, N, R*P)
 
     # 3. across chunks: S_c = exp(sum of chunk c's decays) S_{c-1} + states_c
-    chunk_decay = xp.exp(a_cum[..., -1])  # (B, NC, H)
-    chunk_decay = xp.reshape(chunk_decay, (bsz, nc, h, 1, 1))  # (B, NC, H, 1, 1)
-    ends, h_last = scan_parallel(chunk_decay, states, h0)  # (B, NC, H, P, N), (B, H, P, N)
-    starts = xp.concat([xp.expand_dims(h0, axis=1), ends[:, :-1, ...]], axis=1)  # (B,NC,H,P,N)
+    decay = xp.broadcast_to(xp.expand_dims(from_start[..., -1], axis=-1), (bsz, nc, h, p))
+    decay = xp.reshape(decay, (bsz, nc, g, 1, r * p))  # (B, NC, G, 1, R*P)
+    scan = scan_sequential if loops_are_cheap(x) else scan_parallel
+    ends, h_last = scan(decay, states, _to_rows(xp, h0, g))  # (B, NC, G, N, R*P), (B,G,N,R*P)
+    starts = xp.concat([xp.expand_dims(_to_rows(xp, h0, g), axis=1), ends[:, :-1, ...]], axis=1)
 
     # 4. the carried-in state's contribution: y = exp(a_cum) C S_start
-    starts = xp.reshape(starts, (bsz, nc, g, r, p, n))  # (B, NC, G, R, P, N)
-    c_s = xp.matmul(xp.expand_dims(cc, axis=3), xp.matrix_transpose(starts))  # (B,NC,G,R,Q,P)
-    decay_from_start = xp.expand_dims(xp.exp(a_cum), axis=-1)  # (B, NC, H, Q, 1)
-    y_off = xp.reshape(c_s, (bsz, nc, h, q, p)) * decay_from_start  # (B, NC, H, Q, P)
-
-    y = xp.permute_dims(y_diag + y_off, (0, 1, 3, 2, 4))  # (B, NC, Q, H, P)
+    y_off = xp.permute_dims(xp.matmul(cc, starts), (0, 1, 3, 2, 4))  # (B, NC, Q, G, R*P)
+    y_off = xp.reshape(y_off, (bsz, nc, q, h, p))  # (B, NC, Q, H, P)
+    y_off = y_off * xp.expand_dims(xp.permute_dims(from_start, (0, 1, 3, 2)), axis=-1)
+    y = y_off + xp.permute_dims(y_diag, (0, 1, 3, 2, 4))  # (B, NC, Q, H, P)
     y = xp.reshape(y, (bsz, nc * q, h, p))[:, :t, ...]  # (B, T, H, P)
-    return y, h_last
+    return y, _from_rows(xp, h_last, h)
 
 
 def _ssd_block(xp: Any, x: Any, dt: Any, a: Any, bm: Any, state: Any) -> tuple[Any, Any, Any]:
@@ -549,15 +572,14 @@ def _mixer(
     dt = _time_step(cfg, dt_raw, params[pre + "dt_bias"])  # (*lead, H)
     a = -xp.exp(params[pre + "A_log"])  # (H,)
 
-    if sequence:  # NumPy runs blocks of the recurrence; devices take the chunked SSD
+    if sequence:  # the chunked SSD, except for training on NumPy
         path = scan_path(xs, dt, a, bm, cm, ssm) if xs.shape[1] else "chunked"
-        if path == "recomputed":  # training on NumPy: one operation, a recomputing backward
+        if path == "recomputed":  # one operation whose backward recomputes the states
             y, ssm = _ssd_recomputed(xs, dt, a, bm, cm, ssm)  # (B, T, H, P)
-        elif path == "blocked":  # NumPy inference: the recurrence in cache-sized blocks
-            y, ssm = ssd_blocked(xs, dt, a, bm, cm, ssm, scan_block(ssm))  # (B, T, H, P)
-        else:  # the device backends; under autodiff in short chunks
+        else:  # long chunks only for inference on the device backends
             training = any(map(traced, (xs, dt, a, bm, cm, ssm)))
-            chunk = min(cfg.chunk_size, _GRAD_CHUNK) if training else cfg.chunk_size
+            short = path == "blocked" or training
+            chunk = min(cfg.chunk_size, _SHORT_CHUNK) if short else cfg.chunk_size
             y, ssm = ssd_chunked(xs, dt, a, bm, cm, ssm, chunk)  # (B, T, H, P)
     else:
         y, ssm = _ssd_step(xs, dt, a, bm, cm, ssm)  # (B, H, P)

@@ -28,7 +28,8 @@ def _broadcast_a(xp: Any, a: Any, b: Any) -> Any:
 def scan_sequential(a: Any, b: Any, h0: Any) -> tuple[Any, Any]:
     """Reference scan: ``h_t = a_t * h_{t-1} + b_t``, step by step. Shapes as in the module doc."""
     xp = namespace(a, b, h0)
-    a = _broadcast_a(xp, a, b)
+    if a.shape[1] != b.shape[1]:  # a broadcast time axis; other axes broadcast in the product
+        a = xp.broadcast_to(a, (a.shape[0], b.shape[1], *a.shape[2:]))
     h, hs = h0, []
     for t in range(b.shape[1]):
         h = a[:, t, ...] * h + b[:, t, ...]  # (B, *S)

@@ -127,6 +127,43 @@ def test_ssd_chunked_matches_the_recurrence(xp, t, chunk):
     assert_close(h, xp.asarray(h_ref), xp=xp)
 
 
+@pytest.mark.parametrize("chunk", [16, 40])  # segment sums by matmul / by a cumulative sum
+def test_ssd_chunked_is_precise_after_large_decays(xp, chunk):
+    """20 steps of dt a near -100, then steps of -1e-3: every segment sum adds only its own
+    terms, so float32 keeps the float64 recurrence's result to 2e-5. A difference of running
+    sums (near -2000 here) would round each small decay to ~1e-4 and fail."""
+    rng = np.random.default_rng(chunk)
+    t, h, g = 45, 4, 2
+    shapes = {"x": (2, t, h, 3), "bm": (2, t, g, 5), "cm": (2, t, g, 5), "h0": (2, h, 3, 5)}
+    arrs = {k: rng.normal(size=s) for k, s in shapes.items()}
+    dt = np.where(np.arange(t)[None, :, None] < 20, 50.0, 1e-3) * rng.uniform(1.0, 1.1, (2, t, h))
+    a = -rng.uniform(1.5, 2.0, size=(h,))
+    y_ref, h_ref = _ssd_sequential(arrs["x"], dt, a, arrs["bm"], arrs["cm"], arrs["h0"])
+    args = [arrs["x"], dt, a, arrs["bm"], arrs["cm"], arrs["h0"]]
+    y, h_last = arch.ssd_chunked(*(xp.asarray(v.astype(np.float32)) for v in args), chunk)
+    np.testing.assert_allclose(to_numpy(y), y_ref, rtol=2e-5, atol=1e-6 * np.abs(y_ref).max())
+    np.testing.assert_allclose(to_numpy(h_last), h_ref, rtol=2e-5, atol=1e-6)
+
+
+def test_segment_sums_by_matmul_equal_the_cumulative_sum(xp):
+    rng = np.random.default_rng(3)
+    a = xp.asarray(-rng.uniform(0.0, 50.0, size=(3, 2, 9)))
+    by_matmul = arch._segment_sums(a)
+    limit = arch._MATMUL_SEGSUM_CHUNK
+    try:
+        arch._MATMUL_SEGSUM_CHUNK = 0
+        by_cumsum = arch._segment_sums(a)
+    finally:
+        arch._MATMUL_SEGSUM_CHUNK = limit
+    assert_close(by_matmul, by_cumsum, xp=xp)
+    ref = np.zeros((9, 9))
+    a0 = to_numpy(a)[1, 0]
+    for lo in range(9):
+        for hi in range(lo, 9):
+            ref[hi, lo] = a0[lo + 1 : hi + 1].sum()
+    assert_close(by_matmul[1, 0, ...], xp.asarray(ref), xp=xp)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("t,block,groups", [(1, 4, 2), (7, 1, 1), (9, 4, 2), (12, 4, 4), (5, 8, 1)])
 def test_ssd_blocked_equals_ssd_chunked(xp, dtype, t, block, groups):
