@@ -116,7 +116,9 @@ def causal_conv1d(x: Any, weight: Any, bias: Any, state: Any) -> tuple[Any, Any]
     k = weight.shape[-1]
     t = x.shape[1]
     xx = xp.concat([state, x], axis=1)  # (B, K-1+T, C)
-    w = xp.matrix_transpose(weight[:, 0, :])  # (K, C)
+    # (K, C) with each tap's row contiguous: reshaping the transposed view copies it (on NumPy
+    # a product with a strided row of taps runs ~1.5x slower over the sequence)
+    w = xp.reshape(xp.reshape(xp.matrix_transpose(weight[:, 0, :]), (-1,)), (k, -1))  # (K, C)
     y = xx[:, 0:t, :] * w[0, :]  # (B, T, C)
     for j in range(1, k):
         y = y + xx[:, j : j + t, :] * w[j, :]
