@@ -378,16 +378,28 @@ def in_stream_blocks(update: Callable, state: Any, *args: Any) -> tuple:
     return tuple(outs)
 
 
-def scaled_norm_weight(weight: Any) -> Any:
-    """An RMSNorm's ``weight * sqrt(C)`` for :func:`normed`, a new array: (C,)."""
-    return weight * math.sqrt(weight.shape[-1])
+def step_norm(weight: Any, eps: float) -> tuple[Any, Any]:
+    """An RMSNorm's ``(weight * sqrt(C), C * eps)`` for :func:`normed`: new arrays, (C,) and
+    0-d (at a step's sizes an op with a 0-d array costs half one with a Python float)."""
+    c = weight.shape[-1]
+    return weight * math.sqrt(c), namespace(weight).asarray(eps * c, dtype=weight.dtype)
 
 
-def normed(x: Any, scaled_weight: Any, eps: float) -> Any:
+def normed(x: Any, norm: tuple[Any, Any]) -> Any:
     """``rms_norm(x, weight, eps)`` over the last axis as ``x * w' / sqrt(x.x + C eps)`` with
-    ``w' = weight * sqrt(C)`` (:func:`scaled_norm_weight`): four array calls, not six."""
+    ``(w', C eps) = norm`` (:func:`step_norm`): four array calls, not six."""
     xp = namespace(x)
-    return x * scaled_weight / xp.sqrt(xp.vecdot(x, x)[..., None] + eps * x.shape[-1])
+    scaled_weight, eps = norm
+    return x * scaled_weight / xp.sqrt(xp.vecdot(x, x)[..., None] + eps)
+
+
+def halved_taps(weight: Any) -> Any:
+    """A depthwise conv's ``weight`` (C, 1, K) as taps (K, C), time first and halved (SiLU's
+    input comes out halved, for :func:`~kizzasi_lite.nn.silu_of_half`); each tap's row is
+    contiguous (reshaping the transposed view copies it), so a product with it runs along C."""
+    k = weight.shape[-1]
+    xp = namespace(weight)
+    return xp.reshape(xp.reshape(xp.matrix_transpose(weight[:, 0, :]), (-1,)), (k, -1)) * 0.5
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from kizzasi_lite.models._common import (
     check_numpy_backed,
     check_positive_int,
     count_layers,
+    halved_taps,
     in_stream_blocks,
     inverse_softplus_dt,
     merge_checked,
@@ -61,11 +62,11 @@ from kizzasi_lite.models._common import (
     run_mamba_sequence,
     run_mamba_stack,
     run_mamba_step,
-    scaled_norm_weight,
     scan_block,
     scan_operation,
     scan_path,
     select_params,
+    step_norm,
     strip_prefix,
 )
 from kizzasi_lite.nn import (
@@ -423,9 +424,9 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> list[dict[str, Any]]:
         conv_bias = params.get(p + "conv1d.bias")
         layers.append(
             {
-                "norm": scaled_norm_weight(params[f"layers.{i}.norm.weight"]),  # (D,)
+                "norm": step_norm(params[f"layers.{i}.norm.weight"], cfg.layer_norm_epsilon),
                 "a": -xp.exp(params[p + "A_log"]),  # (Di, N)
-                "taps": xp.matrix_transpose(params[p + "conv1d.weight"][:, 0, :]) * 0.5,  # (K, Di)
+                "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, Di)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (Di,)
             }
         )
@@ -440,7 +441,7 @@ def _layer_step_prepared(
     xp = namespace(x)
     p, di = f"layers.{i}.mixer.", cfg.intermediate_size
     r, n = cfg.time_step_rank, cfg.state_size
-    u = normed(x, w["norm"], cfg.layer_norm_epsilon)  # (B, D)
+    u = normed(x, w["norm"])  # (B, D)
     xz = linear(u, params[p + "in_proj.weight"], params.get(p + "in_proj.bias"))  # (B, 2Di)
     xx = xp.concat([conv, xz[:, None, :di]], axis=1)  # (B, K, Di): the conv window
     xs = xp.sum(xx * w["taps"], axis=1)  # (B, Di), halved

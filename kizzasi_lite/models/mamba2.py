@@ -63,6 +63,7 @@ from kizzasi_lite.models._common import (
     check_numpy_backed,
     check_positive_int,
     count_layers,
+    halved_taps,
     hf_names,
     in_stream_blocks,
     inverse_softplus_dt,
@@ -74,10 +75,10 @@ from kizzasi_lite.models._common import (
     run_mamba_sequence,
     run_mamba_stack,
     run_mamba_step,
-    scaled_norm_weight,
     scan_operation,
     scan_path,
     select_params,
+    step_norm,
     strip_prefix,
     traced,
 )
@@ -308,7 +309,7 @@ def _segment_sums(a: Any) -> Any:
     xp = namespace(a)
     q = a.shape[-1]
     if q <= _MATMUL_SEGSUM_CHUNK:
-        w = _segsum_weights(xp, a.dtype, q)  # (Q, Q*Q)
+        w = _segsum_weights(namespace(plain(a)), a.dtype, q)  # (Q, Q*Q), a plain array
         return xp.reshape(xp.matmul(a, w), (*a.shape[:-1], q, q))  # (..., Q, Q)
     idx = xp.arange(q)  # (Q,)
     strict = xp.expand_dims(idx, axis=1) > xp.expand_dims(idx, axis=0)  # (Q, Q): k > s
@@ -402,17 +403,19 @@ def _to_rows(xp: Any, h: Any, g: int) -> Any:
     return xp.permute_dims(xp.reshape(h, (bsz, g, nh // g * p, n)), (0, 1, 3, 2))
 
 
-def _from_rows(xp: Any, s: Any, h: int) -> Any:
-    """A state (B, G, N, R*P) back in the (B, H, P, N) layout, as a new array."""
+def _from_rows(xp: Any, s: Any, h: int, copy: bool = True) -> Any:
+    """A state (B, G, N, R*P) back in the (B, H, P, N) layout, as a new array (a view with
+    ``copy=False`` where one exists)."""
     bsz, g, n, rp = s.shape
     out = xp.reshape(xp.permute_dims(s, (0, 1, 3, 2)), (bsz, h, rp * g // h, n))
-    return xp.asarray(out, copy=True)  # (B, H, P, N)
+    return xp.asarray(out, copy=True) if copy else out  # (B, H, P, N)
 
 
 def ssd_blocked(
     x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int, starts: list | None = None
 ) -> tuple[Any, Any]:
-    """:func:`ssd_chunked`'s result by the recurrence, over blocks of ``block`` steps (inference).
+    """:func:`ssd_chunked`'s result by the recurrence, over blocks of ``block`` steps: the forward
+    of training's :func:`_ssd_recomputed` on NumPy-backed arrays.
 
     Same arguments and result. Each block computes its decays and inputs at once, runs the
     recurrence one step at a time (two array ops per step: no ``Q x Q`` masks, no ``exp`` of a
@@ -420,8 +423,7 @@ def ssd_blocked(
     (B, G, N, R*P), a transposed view of (B, H, P, N), so that every elementwise op runs along
     R*P contiguous numbers rather than N. Each block's states are written in place over its
     inputs, so it takes NumPy-backed arrays only (``loops_are_cheap``; else InputError), and it is
-    not for autodiff: training goes through :func:`_ssd_recomputed` (NumPy) or
-    :func:`ssd_chunked`. A ``starts`` list receives the state before each block, (B, G, N, R*P).
+    not for autodiff itself. A ``starts`` list receives the state before each block, (B, G, N, R*P).
     """
     check_numpy_backed("ssd_blocked", x, dt, a, bm, cm, h0)
     xp = namespace(x)
@@ -597,12 +599,15 @@ def _mixer(
 
 def _prepare_step(cfg: Config, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
-    and ``gated_norm`` (the norms' weights for :func:`normed`); ``taps`` (K, conv_dim) the conv
-    weights, time first, and ``conv_bias``, both halved (SiLU's input comes out halved, for
+    and ``gated_norm`` (the norms for :func:`normed`); ``taps`` (K, conv_dim) the conv weights,
+    time first, and ``conv_bias``, both halved (SiLU's input comes out halved, for
     :func:`silu_of_half`); ``a`` (G, R, 1, 1) = -exp(A_log); ``d`` (H * P,) the skip ``D``
-    repeated over each head's channels."""
+    repeated over each head's channels; ``half`` and ``zero``, 0-d arrays of the weights' dtype
+    (at a step's sizes an op with a 0-d array costs half one with a Python float)."""
     xp = namespace(*params.values())
-    g, h = cfg.n_groups, cfg.num_heads
+    g, h, eps = cfg.n_groups, cfg.num_heads, cfg.layer_norm_epsilon
+    dtype = params["layers.0.mixer.D"].dtype
+    half, zero = xp.asarray(0.5, dtype=dtype), xp.asarray(0.0, dtype=dtype)
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
@@ -611,12 +616,14 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> list[dict[str, Any]]:
         skip = xp.broadcast_to(params[p + "D"][:, None], (h, cfg.head_dim))  # (H, P)
         layers.append(
             {
-                "norm": scaled_norm_weight(params[f"layers.{i}.norm.weight"]),  # (D,)
-                "gated_norm": scaled_norm_weight(gated),  # (G, d_ssm/G)
-                "taps": xp.matrix_transpose(params[p + "conv1d.weight"][:, 0, :]) * 0.5,  # (K, C)
+                "norm": step_norm(params[f"layers.{i}.norm.weight"], eps),  # (D,), 0-d
+                "gated_norm": step_norm(gated, eps),  # (G, d_ssm/G), 0-d
+                "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, conv_dim)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (conv_dim,)
                 "a": xp.reshape(-xp.exp(params[p + "A_log"]), (g, h // g, 1, 1)),  # (G, R, 1, 1)
                 "d": xp.reshape(skip, (cfg.d_ssm,)) * 1.0,  # (H * P,), a new array
+                "half": half,
+                "zero": zero,
             }
         )
     return layers
@@ -634,47 +641,49 @@ def _layer_step_prepared(
     xp = namespace(x)
     pre = f"layers.{i}.mixer."
     m, ds, h, p = cfg.d_mlp, cfg.d_ssm, cfg.num_heads, cfg.head_dim
-    g, n, eps = cfg.n_groups, cfg.state_size, cfg.layer_norm_epsilon
+    g, n = cfg.n_groups, cfg.state_size
     x0, dt0 = 2 * m + ds, 2 * m + ds + cfg.conv_dim  # where xBC and dt start
     bsz, r = x.shape[0], h // g
-    u = normed(x, w["norm"], eps)  # (B, D)
+    u = normed(x, w["norm"])  # (B, D)
     zx = linear(u, params[pre + "in_proj.weight"], params.get(pre + "in_proj.bias"))  # (B, F)
 
     xx = xp.concat([conv, zx[:, None, x0:dt0]], axis=1)  # (B, K, conv_dim): the conv window
     xbc = xp.sum(xx * w["taps"], axis=1)  # (B, conv_dim), halved
     xbc = silu_of_half(xbc if w["conv_bias"] is None else xbc + w["conv_bias"])  # (B, conv_dim)
-    dt = xp.logaddexp(zx[:, dt0:] + params[pre + "dt_bias"], 0.0)  # (B, H): softplus, 1 call
+    dt = xp.logaddexp(zx[:, dt0:] + params[pre + "dt_bias"], w["zero"])  # (B, H): softplus
     lo, hi = cfg.time_step_limit
     if lo > 0.0 or hi < math.inf:
         dt = xp.clip(dt, min=lo, max=hi)
 
     xs = xbc[:, :ds]  # (B, H*P)
     dtg = xp.reshape(dt, (bsz, g, r, 1, 1))  # (B, G, R, 1, 1)
-    xdt = xp.reshape(xp.reshape(xs, (bsz, g, r, p, 1)) * dtg, (bsz, g, r * p, 1))  # (B,G,RP,1)
-    bm = xp.reshape(xbc[:, ds : ds + g * n], (bsz, g, 1, n))  # (B, G, 1, N)
-    cm = xp.reshape(xbc[:, ds + g * n :], (bsz, g, n, 1))  # (B, G, N, 1)
+    xdt = xp.reshape(xp.reshape(xs, (bsz, g, r, p, 1)) * dtg, (bsz, g, 1, r * p))  # (B,G,1,RP)
+    bm = xp.reshape(xbc[:, ds : ds + g * n], (bsz, g, n, 1))  # (B, G, N, 1)
+    cm = xp.reshape(xbc[:, ds + g * n :], (bsz, g, 1, n))  # (B, G, 1, N)
     decay = xp.exp(dtg * w["a"])  # (B, G, R, 1, 1)
-    ssm = xp.reshape(ssm, (bsz, g, r, p, n))  # (B, G, R, P, N)
-    ssm, y = in_stream_blocks(_state_update, ssm, decay, xdt, bm, cm)  # many streams: blocks
+    rows = xp.reshape(_to_rows(xp, ssm, g), (bsz, g, n, r, p))  # (B, G, N, R, P)
+    rows, y = in_stream_blocks(_state_update, rows, decay, xdt, bm, cm)  # many streams: blocks
     y = xp.reshape(y, (bsz, ds)) + xs * w["d"]  # (B, d_ssm): y = h C + D x
 
-    gate = silu(zx[:, 2 * m : x0])  # (B, d_ssm)
+    gate = silu_of_half(zx[:, 2 * m : x0] * w["half"])  # (B, d_ssm)
     y = y if cfg.norm_before_gate else y * gate
-    y = xp.reshape(normed(xp.reshape(y, (bsz, g, ds // g)), w["gated_norm"], eps), (bsz, ds))
+    y = xp.reshape(normed(xp.reshape(y, (bsz, g, ds // g)), w["gated_norm"]), (bsz, ds))
     y = y * gate if cfg.norm_before_gate else y
     if m:
         y = xp.concat([silu(zx[:, :m]) * zx[:, m : 2 * m], y], axis=-1)  # (B, d_inner)
     out = linear(y, params[pre + "out_proj.weight"], params.get(pre + "out_proj.bias"))  # (B, D)
-    return x + out, xx[:, 1:, :], xp.reshape(ssm, (bsz, h, p, n))
+    return x + out, xx[:, 1:, :], _from_rows(xp, rows, h, copy=False)
 
 
 def _state_update(ssm: Any, decay: Any, xdt: Any, bm: Any, cm: Any) -> tuple[Any, Any]:
-    """``h = decay h + (dt x) B`` and ``y = h C`` for a step: ``ssm`` (B, G, R, P, N),
-    ``decay`` (B, G, R, 1, 1), ``xdt`` (B, G, R*P, 1), ``bm`` (B, G, 1, N), ``cm`` (B, G, N, 1).
-    Returns the new state (B, G, R*P, N) and ``y`` (B, G, R*P, 1)."""
-    bsz, g, r, p, n = ssm.shape
-    new = namespace(ssm).reshape(decay * ssm, (bsz, g, r * p, n)) + xdt * bm  # (B, G, R*P, N)
-    return new, new @ cm
+    """``h = decay h + (dt x) B`` and ``y = C^T h`` for a step, in the (G, N, R*P) layout:
+    ``ssm`` (B, G, N, R, P), ``decay`` (B, G, R, 1, 1) (per head), ``xdt`` (B, G, 1, R*P),
+    ``bm`` (B, G, N, 1), ``cm`` (B, G, 1, N). Returns the new state (B, G, N, R*P) and ``y``
+    (B, G, 1, R*P): every elementwise op runs along R*P numbers, the decay's along P."""
+    bsz, g, n, r, p = ssm.shape
+    decay = namespace(ssm).reshape(decay, (bsz, g, 1, r, 1))
+    new = namespace(ssm).reshape(decay * ssm, (bsz, g, n, r * p)) + bm * xdt  # (B, G, N, R*P)
+    return new, cm @ new
 
 
 def step(

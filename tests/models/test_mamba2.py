@@ -167,7 +167,7 @@ def test_segment_sums_by_matmul_equal_the_cumulative_sum(xp):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("t,block,groups", [(1, 4, 2), (7, 1, 1), (9, 4, 2), (12, 4, 4), (5, 8, 1)])
 def test_ssd_blocked_equals_ssd_chunked(xp, dtype, t, block, groups):
-    """The inference path of ``forward`` (blocked recurrence) equals the chunked SSD."""
+    """The blocked recurrence (the forward of training on NumPy) equals the chunked SSD."""
     rng = np.random.default_rng(t * 10 + block)
     shapes = {"x": (2, t, 4, 3), "bm": (2, t, groups, 5), "cm": (2, t, groups, 5)}
     arrs = {k: rng.normal(size=s) for k, s in shapes.items()}
