@@ -336,19 +336,21 @@ def run_mamba_step(
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """One step of a Mamba-family stack: at inference each layer is
     ``fast_layer(cfg, params, i, w, h, conv, ssm) -> (h, conv, ssm)`` (pre-norm, mixer and
-    residual) with ``w``, layer ``i``'s entry of what ``prepare(cfg, params)`` derives from the
-    weights (cached per weight set by :func:`prepared`); under autodiff the whole step is
-    ``plain(cfg, params, x, state)``."""
-    layers = prepared(prepare, cfg, params, x, *state.values())
-    if layers is None:
+    residual) with ``w``, layer ``i``'s entry of the list ``layers`` in what
+    ``prepare(cfg, params) -> (layers, norm_f)`` derives from the weights (cached per weight set
+    by :func:`prepared`); ``norm_f`` is the final norm's :func:`step_norm`. Under autodiff the
+    whole step is ``plain(cfg, params, x, state)``."""
+    built = prepared(prepare, cfg, params, x, *state.values())
+    if built is None:
         return plain(cfg, params, x, state)
+    layers, norm_f = built
     h, new_state = x, {}
     for i, w in enumerate(layers):
         conv, ssm = f"layers.{i}.conv", f"layers.{i}.ssm"
         h, new_state[conv], new_state[ssm] = fast_layer(
             cfg, params, i, w, h, state[conv], state[ssm]
         )
-    return rms_norm(h, params["norm_f.weight"], cfg.layer_norm_epsilon), new_state
+    return normed(h, norm_f), new_state
 
 
 # Numbers of state per block of streams in :func:`in_stream_blocks`: 32 streams of the default

@@ -413,11 +413,13 @@ def _mixer_step(
     return out, conv, ssm
 
 
-def _prepare_step(cfg: Config, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple]:
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
-    (the pre-norm's weight for :func:`normed`), ``a`` (Di, N) = -exp(A_log), ``taps`` (K, Di) the
-    conv weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`)."""
+    (the pre-norm for :func:`normed`), ``a`` (Di, N) = -exp(A_log), ``taps`` (K, Di) the conv
+    weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`), ``zero`` a
+    0-d array (softplus as one ``logaddexp``); then the final norm's :func:`step_norm`."""
     xp = namespace(*params.values())
+    zero = xp.asarray(0.0, dtype=params["layers.0.mixer.D"].dtype)
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
@@ -428,9 +430,10 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> list[dict[str, Any]]:
                 "a": -xp.exp(params[p + "A_log"]),  # (Di, N)
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, Di)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (Di,)
+                "zero": zero,
             }
         )
-    return layers
+    return layers, step_norm(params["norm_f.weight"], cfg.layer_norm_epsilon)
 
 
 def _layer_step_prepared(
@@ -448,7 +451,7 @@ def _layer_step_prepared(
     xs = silu_of_half(xs if w["conv_bias"] is None else xs + w["conv_bias"])  # (B, Di)
     x_dbl = linear(xs, params[p + "x_proj.weight"])  # (B, R + 2N): dt_low, B, C
     dt_w, dt_b = params[p + "dt_proj.weight"], params[p + "dt_proj.bias"]
-    dt = softplus(linear(x_dbl[:, :r], dt_w, dt_b))  # (B, Di)
+    dt = xp.logaddexp(linear(x_dbl[:, :r], dt_w, dt_b), w["zero"])  # (B, Di): softplus
     bm, cm = x_dbl[:, None, r : r + n], x_dbl[:, r + n :, None]  # (B, 1, N), (B, N, 1)
     ssm, y = in_stream_blocks(partial(_state_update, w["a"]), ssm, dt, dt * xs, bm, cm)
     y = (y + xs * params[p + "D"]) * silu(xz[:, di:])  # (B, Di)

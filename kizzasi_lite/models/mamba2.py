@@ -597,13 +597,14 @@ def _mixer(
 # the single step at inference: _mixer's math in fewer array calls, on arrays prepared once
 
 
-def _prepare_step(cfg: Config, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple]:
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
     and ``gated_norm`` (the norms for :func:`normed`); ``taps`` (K, conv_dim) the conv weights,
     time first, and ``conv_bias``, both halved (SiLU's input comes out halved, for
     :func:`silu_of_half`); ``a`` (G, R, 1, 1) = -exp(A_log); ``d`` (H * P,) the skip ``D``
     repeated over each head's channels; ``half`` and ``zero``, 0-d arrays of the weights' dtype
-    (at a step's sizes an op with a 0-d array costs half one with a Python float)."""
+    (at a step's sizes an op with a 0-d array costs half one with a Python float); then the
+    final norm's :func:`step_norm`."""
     xp = namespace(*params.values())
     g, h, eps = cfg.n_groups, cfg.num_heads, cfg.layer_norm_epsilon
     dtype = params["layers.0.mixer.D"].dtype
@@ -626,7 +627,7 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> list[dict[str, Any]]:
                 "zero": zero,
             }
         )
-    return layers
+    return layers, step_norm(params["norm_f.weight"], eps)
 
 
 def _layer_step_prepared(
