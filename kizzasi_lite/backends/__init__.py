@@ -63,8 +63,9 @@ def loops_are_cheap(*arrays: Any) -> bool:
     namespace (numpy, array_api_strict), evaluated eagerly on the CPU.
 
     Models use it to pick Python loops over steps or chunks (blocked recurrences, the carry
-    across SSD chunks), tested equal to the general path. It is False for autodiff tensors (gradients go through the chunked form) and for the
-    device backends (cupy, mlx), where each small operation is a kernel launch or a graph node.
+    across SSD chunks), tested equal to the general path. It is False for autodiff tensors
+    (gradients go through the chunked form) and for the device backends (cupy, mlx), where each
+    small operation is a kernel launch or a graph node.
     """
     if any(getattr(type(a), "__kizzasi_tensor__", False) for a in arrays):
         return False

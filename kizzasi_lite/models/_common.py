@@ -24,7 +24,7 @@ from typing import Any, Self
 from kizzasi_lite.autodiff import custom, plain
 from kizzasi_lite.backends import backend_name, dtype_of, loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, InputError, WeightsError
-from kizzasi_lite.nn import rms_norm
+from kizzasi_lite.nn import conv_taps, rms_norm
 
 # ---------------------------------------------------------------------------------------------
 # configs
@@ -396,12 +396,9 @@ def normed(x: Any, norm: tuple[Any, Any]) -> Any:
 
 
 def halved_taps(weight: Any) -> Any:
-    """A depthwise conv's ``weight`` (C, 1, K) as taps (K, C), time first and halved (SiLU's
-    input comes out halved, for :func:`~kizzasi_lite.nn.silu_of_half`); each tap's row is
-    contiguous (reshaping the transposed view copies it), so a product with it runs along C."""
-    k = weight.shape[-1]
-    xp = namespace(weight)
-    return xp.reshape(xp.reshape(xp.matrix_transpose(weight[:, 0, :]), (-1,)), (k, -1)) * 0.5
+    """:func:`~kizzasi_lite.nn.conv_taps` halved (SiLU's input comes out halved, for
+    :func:`~kizzasi_lite.nn.silu_of_half`): a new array (K, C)."""
+    return conv_taps(weight) * 0.5
 
 
 # ---------------------------------------------------------------------------------------------

@@ -106,6 +106,16 @@ def group_norm(x: Any, weight: Any, bias: Any, groups: int, eps: float) -> Any:
     return xp.reshape(d / xp.sqrt(var + eps), x.shape) * weight + bias
 
 
+def conv_taps(weight: Any) -> Any:
+    """A depthwise conv's ``weight`` (C, 1, K) as taps (K, C), time first, each tap's row
+    contiguous: reshaping the transposed view copies it (on NumPy a product with a strided row
+    of taps runs ~1.5x slower)."""
+    xp = namespace(weight)
+    return xp.reshape(
+        xp.reshape(xp.matrix_transpose(weight[:, 0, :]), (-1,)), (weight.shape[-1], -1)
+    )
+
+
 def causal_conv1d(x: Any, weight: Any, bias: Any, state: Any) -> tuple[Any, Any]:
     """Depthwise causal convolution over time with the last ``K-1`` inputs carried as state.
 
@@ -116,9 +126,7 @@ def causal_conv1d(x: Any, weight: Any, bias: Any, state: Any) -> tuple[Any, Any]
     k = weight.shape[-1]
     t = x.shape[1]
     xx = xp.concat([state, x], axis=1)  # (B, K-1+T, C)
-    # (K, C) with each tap's row contiguous: reshaping the transposed view copies it (on NumPy
-    # a product with a strided row of taps runs ~1.5x slower over the sequence)
-    w = xp.reshape(xp.reshape(xp.matrix_transpose(weight[:, 0, :]), (-1,)), (k, -1))  # (K, C)
+    w = conv_taps(weight)  # (K, C)
     y = xx[:, 0:t, :] * w[0, :]  # (B, T, C)
     for j in range(1, k):
         y = y + xx[:, j : j + t, :] * w[j, :]
