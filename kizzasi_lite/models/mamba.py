@@ -415,7 +415,7 @@ def _mixer_step(
 
 def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple]:
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
-    (the pre-norm for :func:`normed`), ``a`` (Di, N) = -exp(A_log), ``taps`` (K, Di) the conv
+    (the pre-norm for :func:`normed`), ``a_t`` (N, Di) = -exp(A_log)^T, ``taps`` (K, Di) the conv
     weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`), ``zero`` a
     0-d array (softplus as one ``logaddexp``); then the final norm's :func:`step_norm`."""
     xp = namespace(*params.values())
@@ -427,7 +427,7 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
         layers.append(
             {
                 "norm": step_norm(params[f"layers.{i}.norm.weight"], cfg.layer_norm_epsilon),
-                "a": -xp.exp(params[p + "A_log"]),  # (Di, N)
+                "a_t": _transposed(xp, -xp.exp(params[p + "A_log"])),  # (N, Di)
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, Di)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (Di,)
                 "zero": zero,
@@ -452,20 +452,22 @@ def _layer_step_prepared(
     x_dbl = linear(xs, params[p + "x_proj.weight"])  # (B, R + 2N): dt_low, B, C
     dt_w, dt_b = params[p + "dt_proj.weight"], params[p + "dt_proj.bias"]
     dt = xp.logaddexp(linear(x_dbl[:, :r], dt_w, dt_b), w["zero"])  # (B, Di): softplus
-    bm, cm = x_dbl[:, None, r : r + n], x_dbl[:, r + n :, None]  # (B, 1, N), (B, N, 1)
-    ssm, y = in_stream_blocks(partial(_state_update, w["a"]), ssm, dt, dt * xs, bm, cm)
+    bm, cm = x_dbl[:, r : r + n, None], x_dbl[:, None, r + n :]  # (B, N, 1), (B, 1, N)
+    rows = xp.permute_dims(ssm, (0, 2, 1))  # (B, N, Di): contiguous after a step or forward
+    rows, y = in_stream_blocks(partial(_state_update, w["a_t"]), rows, dt, dt * xs, bm, cm)
     y = (y + xs * params[p + "D"]) * silu(xz[:, di:])  # (B, Di)
     out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, D)
-    return x + out, xx[:, 1:, :], ssm
+    return x + out, xx[:, 1:, :], xp.permute_dims(rows, (0, 2, 1))  # state (B, Di, N), a view
 
 
-def _state_update(a: Any, ssm: Any, dt: Any, xdt: Any, bm: Any, cm: Any) -> tuple[Any, Any]:
-    """``h = exp(dt A) h + (dt x) B`` and ``y = h C`` for a step: ``a`` (Di, N), ``ssm``
-    (B, Di, N), ``dt`` and ``xdt`` = dt x (B, Di), ``bm`` (B, 1, N), ``cm`` (B, N, 1). Returns
-    the new state (B, Di, N) and ``y`` (B, Di)."""
+def _state_update(a_t: Any, ssm: Any, dt: Any, xdt: Any, bm: Any, cm: Any) -> tuple[Any, Any]:
+    """``h = exp(dt A) h + (dt x) B`` and ``y = C^T h`` for a step, in the (N, Di) layout (every
+    elementwise op runs along Di numbers, not N): ``a_t`` (N, Di), ``ssm`` (B, N, Di), ``dt``
+    and ``xdt`` = dt x (B, Di), ``bm`` (B, N, 1), ``cm`` (B, 1, N). Returns the new state
+    (B, N, Di) and ``y`` (B, Di)."""
     xp = namespace(ssm)
-    new = xp.exp(dt[:, :, None] * a) * ssm + xdt[:, :, None] * bm  # (B, Di, N)
-    return new, (new @ cm)[..., 0]
+    new = xp.exp(dt[:, None, :] * a_t) * ssm + bm * xdt[:, None, :]  # (B, N, Di)
+    return new, (cm @ new)[:, 0, :]
 
 
 def step(
