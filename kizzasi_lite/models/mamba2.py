@@ -601,7 +601,7 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
     and ``gated_norm`` (the norms for :func:`normed`); ``taps`` (K, conv_dim) the conv weights,
     time first, and ``conv_bias``, both halved (SiLU's input comes out halved, for
-    :func:`silu_of_half`); ``a`` (G, R, 1, 1) = -exp(A_log); ``d`` (H * P,) the skip ``D``
+    :func:`silu_of_half`); ``a`` (G, 1, R, 1) = -exp(A_log); ``d`` (H * P,) the skip ``D``
     repeated over each head's channels; ``half`` and ``zero``, 0-d arrays of the weights' dtype
     (at a step's sizes an op with a 0-d array costs half one with a Python float); then the
     final norm's :func:`step_norm`."""
@@ -621,7 +621,7 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
                 "gated_norm": step_norm(gated, eps),  # (G, d_ssm/G), 0-d
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, conv_dim)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (conv_dim,)
-                "a": xp.reshape(-xp.exp(params[p + "A_log"]), (g, h // g, 1, 1)),  # (G, R, 1, 1)
+                "a": xp.reshape(-xp.exp(params[p + "A_log"]), (g, 1, h // g, 1)),  # (G, 1, R, 1)
                 "d": xp.reshape(skip, (cfg.d_ssm,)) * 1.0,  # (H * P,), a new array
                 "half": half,
                 "zero": zero,
@@ -657,11 +657,11 @@ def _layer_step_prepared(
         dt = xp.clip(dt, min=lo, max=hi)
 
     xs = xbc[:, :ds]  # (B, H*P)
-    dtg = xp.reshape(dt, (bsz, g, r, 1, 1))  # (B, G, R, 1, 1)
-    xdt = xp.reshape(xp.reshape(xs, (bsz, g, r, p, 1)) * dtg, (bsz, g, 1, r * p))  # (B,G,1,RP)
+    dtg = xp.reshape(dt, (bsz, g, 1, r, 1))  # (B, G, 1, R, 1)
+    xdt = xp.reshape(xp.reshape(xs, (bsz, g, 1, r, p)) * dtg, (bsz, g, 1, r * p))  # (B,G,1,RP)
     bm = xp.reshape(xbc[:, ds : ds + g * n], (bsz, g, n, 1))  # (B, G, N, 1)
     cm = xp.reshape(xbc[:, ds + g * n :], (bsz, g, 1, n))  # (B, G, 1, N)
-    decay = xp.exp(dtg * w["a"])  # (B, G, R, 1, 1)
+    decay = xp.exp(dtg * w["a"])  # (B, G, 1, R, 1)
     rows = xp.reshape(_to_rows(xp, ssm, g), (bsz, g, n, r, p))  # (B, G, N, R, P)
     rows, y = in_stream_blocks(_state_update, rows, decay, xdt, bm, cm)  # many streams: blocks
     y = xp.reshape(y, (bsz, ds)) + xs * w["d"]  # (B, d_ssm): y = h C + D x
@@ -678,11 +678,10 @@ def _layer_step_prepared(
 
 def _state_update(ssm: Any, decay: Any, xdt: Any, bm: Any, cm: Any) -> tuple[Any, Any]:
     """``h = decay h + (dt x) B`` and ``y = C^T h`` for a step, in the (G, N, R*P) layout:
-    ``ssm`` (B, G, N, R, P), ``decay`` (B, G, R, 1, 1) (per head), ``xdt`` (B, G, 1, R*P),
+    ``ssm`` (B, G, N, R, P), ``decay`` (B, G, 1, R, 1) (per head), ``xdt`` (B, G, 1, R*P),
     ``bm`` (B, G, N, 1), ``cm`` (B, G, 1, N). Returns the new state (B, G, N, R*P) and ``y``
     (B, G, 1, R*P): every elementwise op runs along R*P numbers, the decay's along P."""
     bsz, g, n, r, p = ssm.shape
-    decay = namespace(ssm).reshape(decay, (bsz, g, 1, r, 1))
     new = namespace(ssm).reshape(decay * ssm, (bsz, g, n, r * p)) + bm * xdt  # (B, G, N, R*P)
     return new, cm @ new
 
