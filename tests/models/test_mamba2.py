@@ -145,16 +145,12 @@ def test_ssd_chunked_is_precise_after_large_decays(xp, chunk):
     np.testing.assert_allclose(to_numpy(h_last), h_ref, rtol=2e-5, atol=1e-6)
 
 
-def test_segment_sums_by_matmul_equal_the_cumulative_sum(xp):
+def test_segment_sums_by_matmul_equal_the_cumulative_sum(xp, monkeypatch):
     rng = np.random.default_rng(3)
     a = xp.asarray(-rng.uniform(0.0, 50.0, size=(3, 2, 9)))
     by_matmul = arch._segment_sums(a)
-    limit = arch._MATMUL_SEGSUM_CHUNK
-    try:
-        arch._MATMUL_SEGSUM_CHUNK = 0
-        by_cumsum = arch._segment_sums(a)
-    finally:
-        arch._MATMUL_SEGSUM_CHUNK = limit
+    monkeypatch.setattr(arch, "_MATMUL_SEGSUM_CHUNK", 0)  # every chunk by the cumulative sum
+    by_cumsum = arch._segment_sums(a)
     assert_close(by_matmul, by_cumsum, xp=xp)
     ref = np.zeros((9, 9))
     a0 = to_numpy(a)[1, 0]
