@@ -76,6 +76,7 @@ from kizzasi_lite.nn import (
     silu,
     silu_of_half,
     softplus,
+    transposed,
 )
 from kizzasi_lite.nn.init import kaiming_uniform
 from kizzasi_lite.scan import scan_chunked
@@ -273,12 +274,6 @@ def _block_states(xp: Any, dt: Any, xs: Any, a_t: Any, bm: Any, h: Any) -> tuple
     return hs, da
 
 
-def _transposed(xp: Any, a: Any) -> Any:
-    """``a`` (Di, N) as a C-ordered (N, Di) array."""
-    di, n = a.shape
-    return xp.reshape(xp.reshape(xp.matrix_transpose(a), (n * di,)), (n, di))
-
-
 def _ssm_blocked(
     xs: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, block: int, starts: list | None = None
 ) -> tuple[Any, Any]:
@@ -294,7 +289,7 @@ def _ssm_blocked(
     """
     check_numpy_backed("_ssm_blocked", xs, dt, a, bm, cm, h0)
     xp = namespace(xs)
-    h, ys, a_t = xp.permute_dims(h0, (0, 2, 1)), [], _transposed(xp, a)  # (B, N, Di), (N, Di)
+    h, ys, a_t = xp.permute_dims(h0, (0, 2, 1)), [], transposed(a)  # (B, N, Di), (N, Di)
     for t0 in range(0, xs.shape[1], block):
         sl = slice(t0, min(t0 + block, xs.shape[1]))
         if starts is not None:
@@ -337,7 +332,7 @@ def _ssm_backward(v: list, starts: list, block: int, gy: Any, gh: Any) -> dict[s
     (B, Di, N) of the last state (either may be None: zero)."""
     xs, dt, a, bm, cm, _ = v
     xp = namespace(xs)
-    t, a_t = xs.shape[1], _transposed(xp, a)  # (N, Di)
+    t, a_t = xs.shape[1], transposed(a)  # (N, Di)
     if gy is None:
         gy = xp.zeros_like(xs)
     lam_in = xp.zeros_like(starts[0]) if gh is None else xp.permute_dims(gh, (0, 2, 1))
@@ -427,7 +422,7 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
         layers.append(
             {
                 "norm": step_norm(params[f"layers.{i}.norm.weight"], cfg.layer_norm_epsilon),
-                "a_t": _transposed(xp, -xp.exp(params[p + "A_log"])),  # (N, Di)
+                "a_t": transposed(-xp.exp(params[p + "A_log"])),  # (N, Di)
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, Di)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (Di,)
                 "zero": zero,

@@ -366,8 +366,9 @@ def ssd_chunked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, chunk: int) 
     decay = xp.broadcast_to(xp.expand_dims(from_start[..., -1], axis=-1), (bsz, nc, h, p))
     decay = xp.reshape(decay, (bsz, nc, g, 1, r * p))  # (B, NC, G, 1, R*P)
     scan = scan_sequential if loops_are_cheap(x) else scan_parallel
-    ends, h_last = scan(decay, states, _to_rows(xp, h0, g))  # (B, NC, G, N, R*P), (B,G,N,R*P)
-    starts = xp.concat([xp.expand_dims(_to_rows(xp, h0, g), axis=1), ends[:, :-1, ...]], axis=1)
+    rows0 = _to_rows(xp, h0, g)  # (B, G, N, R*P)
+    ends, h_last = scan(decay, states, rows0)  # (B, NC, G, N, R*P), (B, G, N, R*P)
+    starts = xp.concat([xp.expand_dims(rows0, axis=1), ends[:, :-1, ...]], axis=1)
 
     # 4. the carried-in state's contribution: y = exp(a_cum) C S_start
     y_off = xp.permute_dims(xp.matmul(cc, starts), (0, 1, 3, 2, 4))  # (B, NC, Q, G, R*P)

@@ -106,14 +106,19 @@ def group_norm(x: Any, weight: Any, bias: Any, groups: int, eps: float) -> Any:
     return xp.reshape(d / xp.sqrt(var + eps), x.shape) * weight + bias
 
 
+def transposed(a: Any) -> Any:
+    """``a`` (M, N) as a C-ordered (N, M) array: reshaping the transposed view copies it, so a
+    product with one of its rows runs along contiguous numbers (on NumPy ~1.5x faster than
+    along a strided row)."""
+    xp = namespace(a)
+    m, n = a.shape
+    return xp.reshape(xp.reshape(xp.matrix_transpose(a), (m * n,)), (n, m))
+
+
 def conv_taps(weight: Any) -> Any:
     """A depthwise conv's ``weight`` (C, 1, K) as taps (K, C), time first, each tap's row
-    contiguous: reshaping the transposed view copies it (on NumPy a product with a strided row
-    of taps runs ~1.5x slower)."""
-    xp = namespace(weight)
-    return xp.reshape(
-        xp.reshape(xp.matrix_transpose(weight[:, 0, :]), (-1,)), (weight.shape[-1], -1)
-    )
+    contiguous (:func:`transposed`)."""
+    return transposed(weight[:, 0, :])
 
 
 def causal_conv1d(x: Any, weight: Any, bias: Any, state: Any) -> tuple[Any, Any]:
