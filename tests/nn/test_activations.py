@@ -1,5 +1,7 @@
 """Activations against float64 references: precision where it is easy to lose it."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -21,11 +23,38 @@ def test_softplus_is_precise_over_its_whole_range(xp, dtype):
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=0.0)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_silu_is_precise_over_its_whole_range(xp, dtype):
+    """silu keeps the relative precision of ``x / (1 + exp(-x))`` in float64 from -87 (where
+    it is about -1e-36) through 0 to large x, where it is x."""
+    x = np.concatenate([-np.geomspace(87.0, 1e-6, 400), [0.0], np.geomspace(1e-6, 80.0, 400)])
+    x = x.astype(dtype)
+    x64 = x.astype(np.float64)
+    ref = x64 / (1.0 + np.exp(-x64))
+    got = to_numpy(silu(xp.asarray(x)))
+    rtol = 1e-6 if dtype == "float32" else 1e-14
+    if backend_name(xp) == "mlx" and dtype == "float32":
+        rtol = 6e-6  # MLX's own float32 exp is good to ~3e-6 at large arguments
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=0.0)
+
+
+def test_silu_is_finite_and_tiny_far_in_the_negative_tail(xp):
+    """Below -87, where ``exp(-x)`` would overflow float32, silu is silu(-87) ~ -1.4e-36 (an
+    absolute error below that, and no overflow warning); inf and nan pass through."""
+    x = np.array([-3e38, -1e30, -1e4, -88.0, -np.inf, np.inf, np.nan], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = to_numpy(silu(xp.asarray(x)))
+    tail = got[:5]
+    assert np.all(np.isfinite(tail)) and np.all(tail <= 0.0) and np.all(tail >= -1.5e-36)
+    assert got[5] == np.inf and np.isnan(got[6])
+
+
 def test_silu_of_half_is_silu_of_twice_its_input(xp):
     x = np.linspace(-30.0, 30.0, 601)
     np.testing.assert_allclose(
         to_numpy(silu_of_half(xp.asarray(0.5 * x))),
         to_numpy(silu(xp.asarray(x))),
         rtol=1e-12,
-        atol=1e-300,
+        atol=1e-14,  # h + h tanh(h) cancels in the negative tail: ~|h| eps absolute
     )
