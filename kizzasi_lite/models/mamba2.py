@@ -93,7 +93,7 @@ from kizzasi_lite.nn import (
     softplus,
 )
 from kizzasi_lite.nn.init import kaiming_uniform
-from kizzasi_lite.scan import scan_parallel, scan_sequential
+from kizzasi_lite.scan import scan_parallel
 
 _DEFAULT_STATE_SIZE = 128  # d_state of both references when config.json does not say
 # Longest chunk of the SSD at inference on NumPy-backed arrays and under autodiff on devices.
@@ -375,10 +375,8 @@ def ssd_chunked(
     # 3. across chunks: S_c = exp(sum of chunk c's decays) S_{c-1} + states_c
     decay = xp.broadcast_to(xp.expand_dims(from_start[..., -1], axis=-1), (bsz, nc, h, p))
     decay = xp.reshape(decay, (bsz, nc, g, 1, r * p))  # (B, NC, G, 1, R*P)
-    scan = scan_sequential if loops_are_cheap(x) else scan_parallel
     rows0 = _to_rows(xp, h0, g)  # (B, G, N, R*P)
-    ends, h_last = scan(decay, states, rows0)  # (B, NC, G, N, R*P), (B, G, N, R*P)
-    starts = xp.concat([xp.expand_dims(rows0, axis=1), ends[:, :-1, ...]], axis=1)
+    starts, h_last = _chunk_starts(decay, states, rows0)  # (B, NC, G, N, R*P), (B, G, N, R*P)
 
     # 4. the carried-in state's contribution: y = exp(a_cum) C S_start
     y_off = xp.permute_dims(xp.matmul(cc, starts), (0, 1, 3, 2, 4))  # (B, NC, Q, G, R*P)
@@ -387,6 +385,22 @@ def ssd_chunked(
     y = y_off + xp.permute_dims(y_diag, (0, 1, 3, 2, 4))  # (B, NC, Q, H, P)
     y = xp.reshape(y, (bsz, nc * q, h, p))[:, :t, ...]  # (B, T, H, P)
     return y, _from_rows(xp, h_last, h)
+
+
+def _chunk_starts(decay: Any, states: Any, h0: Any) -> tuple[Any, Any]:
+    """The state each chunk starts from, ``S_{c-1}`` of ``S_c = decay_c S_{c-1} + states_c``
+    from ``S_{-1} = h0``, and the last state: ``decay`` (B, NC, ..., 1, R*P), ``states``
+    (B, NC, ..., N, R*P), ``h0`` (B, ..., N, R*P). NumPy-backed arrays take a plain loop that
+    keeps each start as it goes; the device backends a parallel scan."""
+    xp = namespace(states)
+    if not loops_are_cheap(decay, states, h0) or states.shape[1] == 0:
+        ends, h_last = scan_parallel(decay, states, h0)  # (B, NC, ..., N, R*P)
+        return xp.concat([xp.expand_dims(h0, axis=1), ends[:, :-1, ...]], axis=1), h_last
+    starts, h = [], h0
+    for c in range(states.shape[1]):
+        starts.append(h)
+        h = decay[:, c, ...] * h + states[:, c, ...]  # (B, ..., N, R*P)
+    return xp.stack(starts, axis=1), h
 
 
 def _ssd_block(xp: Any, x: Any, dt: Any, a: Any, bm: Any, state: Any) -> tuple[Any, Any, Any]:
