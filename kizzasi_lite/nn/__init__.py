@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kizzasi_lite.autodiff import custom, plain
 from kizzasi_lite.backends import namespace
 
 
@@ -38,10 +39,20 @@ def silu(x: Any) -> Any:
     runs ~1.3x faster on large arrays than ``h + h * tanh(h)`` (:func:`silu_of_half`, which a
     step, whose arrays are small, takes for its fewer calls). Below ``x = -87`` it returns
     ``silu(-87)`` (about -1.4e-36): the absolute error stays below that, with no overflow.
+    Under autodiff it is one operation whose gradient is ``s + y (1 - s)``, with ``y`` the
+    output and ``s = sigmoid(x) = -1 / (-1 - exp(m))``: no tape of its five ops.
     """
-    xp = namespace(x)
-    m = xp.minimum(-x, _SILU_CAP)
-    return m / (-1.0 - xp.exp(m))
+    xv = plain(x)
+    xp = namespace(xv)
+    m = xp.minimum(-xv, _SILU_CAP)
+    d = -1.0 - xp.exp(m)  # -(1 + exp(-x))
+    y = m / d
+
+    def vjp(g: Any) -> Any:
+        s = -1.0 / d  # sigmoid(x)
+        return g * (s + y * (1.0 - s))
+
+    return custom(y, [(x, vjp)])
 
 
 def silu_of_half(h: Any) -> Any:

@@ -5,8 +5,9 @@ import warnings
 import numpy as np
 import pytest
 
-from kizzasi_lite.backends import backend_name, to_numpy
+from kizzasi_lite.backends import backend_name, namespace, to_numpy
 from kizzasi_lite.nn import silu, silu_of_half, softplus
+from tests.gradcheck import check_grad
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -58,3 +59,15 @@ def test_silu_of_half_is_silu_of_twice_its_input(xp):
         rtol=1e-12,
         atol=1e-14,  # h + h tanh(h) cancels in the negative tail: ~|h| eps absolute
     )
+
+
+def test_silu_gradient_is_the_finite_difference(xp):
+    """silu's own vjp ``s + y (1 - s)`` against central differences, from the capped tail
+    (x < -87, where both are ~0) through 0 to large x (where it is 1)."""
+    x = np.array([-120.0, -60.0, -5.0, -1.0, -1e-3, 0.0, 0.3, 2.0, 9.0, 40.0])
+    w = np.linspace(0.5, 1.5, x.size)  # weights, so each entry's gradient is checked apart
+
+    def loss(p):
+        return namespace(p["x"]).sum(silu(p["x"]) * xp.asarray(w))
+
+    check_grad(loss, {"x": xp.asarray(x)}, entries=10, rtol=1e-7)
