@@ -47,6 +47,8 @@ def silu(x: Any) -> Any:
     m = xp.minimum(-xv, _SILU_CAP)
     d = -1.0 - xp.exp(m)  # -(1 + exp(-x))
     y = m / d
+    if xv is x:  # not being differentiated
+        return y
 
     def vjp(g: Any) -> Any:
         s = -1.0 / d  # sigmoid(x)
