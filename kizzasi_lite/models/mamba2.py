@@ -691,7 +691,7 @@ def _layer_step_prepared(
     decay = xp.exp(dtg * w["a"])  # (B, G, 1, R, 1)
     if bsz > 1:  # spread over P: the decay's product runs along R*P numbers (at one stream
         # the spreading costs more than the short inner loops it saves)
-        decay = xp.reshape(xp.broadcast_to(decay, (bsz, g, 1, r, p)), (bsz, g, 1, r * p))
+        decay = xp.asarray(xp.broadcast_to(decay, (bsz, g, 1, r, p)), copy=True)  # (B,G,1,R,P)
     rows = xp.reshape(_to_rows(xp, ssm, g), (bsz, g, n, r, p))  # (B, G, N, R, P)
     rows, y = in_stream_blocks(_state_update, rows, decay, xdt, bm, cm)  # many streams: blocks
     y = xp.reshape(y, (bsz, ds)) + xs * w["d"]  # (B, d_ssm): y = h C + D x
@@ -708,16 +708,12 @@ def _layer_step_prepared(
 
 def _state_update(ssm: Any, decay: Any, xdt: Any, bm: Any, cm: Any) -> tuple[Any, Any]:
     """``h = decay h + (dt x) B`` and ``y = C^T h`` for a step, in the (G, N, R*P) layout:
-    ``ssm`` (B, G, N, R, P), ``decay`` (B, G, 1, R, 1) per head or (B, G, 1, R*P) spread over
-    each head's P numbers, ``xdt`` (B, G, 1, R*P), ``bm`` (B, G, N, 1), ``cm`` (B, G, 1, N).
-    Returns the new state (B, G, N, R*P) and ``y`` (B, G, 1, R*P): every elementwise op runs
-    along R*P numbers (a per-head decay's along P)."""
-    xp = namespace(ssm)
+    ``ssm`` (B, G, N, R, P), ``decay`` (B, G, 1, R, 1) per head or (B, G, 1, R, P) spread over
+    each head's P numbers (its product then runs along R*P contiguous numbers), ``xdt``
+    (B, G, 1, R*P), ``bm`` (B, G, N, 1), ``cm`` (B, G, 1, N). Returns the new state
+    (B, G, N, R*P) and ``y`` (B, G, 1, R*P): every other elementwise op runs along R*P numbers."""
     bsz, g, n, r, p = ssm.shape
-    if decay.shape[-1] == r * p:
-        new = decay * xp.reshape(ssm, (bsz, g, n, r * p)) + bm * xdt  # (B, G, N, R*P)
-    else:
-        new = xp.reshape(decay * ssm, (bsz, g, n, r * p)) + bm * xdt  # (B, G, N, R*P)
+    new = namespace(ssm).reshape(decay * ssm, (bsz, g, n, r * p)) + bm * xdt  # (B, G, N, R*P)
     return new, cm @ new
 
 
