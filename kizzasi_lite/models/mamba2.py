@@ -27,9 +27,12 @@ masked matmuls ``(C B^T o L) X``, (2) the state each chunk produces, (3) the rec
 states across chunk boundaries (a scan over chunks), (4) the output of the carried-in state.
 Every decay is ``exp`` of a segment sum that adds only its own terms (stable for any ``dt``);
 chunks of up to 32 steps get all their segment sums from one matmul with a constant 0/1 matrix.
-Inference on the device backends runs in chunks of ``chunk_size``; NumPy inference and device
-autodiff in chunks of ``_SHORT_CHUNK`` steps, with a plain loop across chunks on NumPy, and a
-long sequence goes through the stack in cache-sized time segments on NumPy. Training on NumPy
+Inference on the device backends runs in chunks of ``chunk_size``, device autodiff in chunks of
+``_SHORT_CHUNK`` steps. NumPy inference runs ``ssd_factored``: each chunk's decay mask is rank one
+(``exp(c_l - c_s) = exp(c_l - m) exp(m - c_s)``), so the heads of a group share one masked
+``C B^T`` and one matmul per chunk, with a plain loop across chunks (heads whose decays are too
+strong for the factors' range take ``ssd_chunked``); a long sequence goes through the stack in
+cache-sized time segments. Training on NumPy
 runs the recurrence as one differentiable operation whose backward recomputes each block's
 states and runs the adjoint recurrence (``_ssd_recomputed``, its gradients tested equal to the
 chunked SSD's; its forward ``ssd_blocked`` is the recurrence step by step in cache-sized blocks,
@@ -96,12 +99,12 @@ from kizzasi_lite.nn.init import kaiming_uniform
 from kizzasi_lite.scan import scan_parallel
 
 _DEFAULT_STATE_SIZE = 128  # d_state of both references when config.json does not say
-# Longest chunk of the SSD at inference on NumPy-backed arrays and under autodiff on devices.
-# Per step and head, a chunk's Q x Q decays cost O(Q) and its states O(P N) whatever Q (and the
-# tape keeps every Q x Q intermediate): on a CPU the default preset (P N = 256) trains 1.4x
-# faster in chunks of 16 steps than of 64, 1.1x faster than of 32, and runs its forward over
-# 8192 steps 1.1x faster than in chunks of 8 or 32 and ~1.2x faster than the step-by-step
-# recurrence in cache-sized blocks (the result is the same).
+# Longest chunk of the chunked SSD under autodiff on devices and for the heads that NumPy
+# inference cannot factor. Per step and head, a chunk's Q x Q decays cost O(Q) and its states
+# O(P N) whatever Q (and the tape keeps every Q x Q intermediate): on a CPU the default preset
+# (P N = 256) trains 1.4x faster in chunks of 16 steps than of 64, 1.1x faster than of 32, and
+# ran its forward over 8192 steps 1.1x faster than in chunks of 8 or 32 and ~1.2x faster than
+# the step-by-step recurrence in cache-sized blocks (the result is the same).
 _SHORT_CHUNK = 16
 
 
@@ -387,6 +390,118 @@ def ssd_chunked(
     return y, _from_rows(xp, h_last, h)
 
 
+# Chunk length of :func:`ssd_factored` (NumPy inference), and the largest factor it allows,
+# as a log: within exp(+-50) ~ 5e21^(+-1), float32 keeps the scaled inputs dt x exp(m - c_s)
+# normal numbers for |dt x| above 6e-17 and finite below 1e16.
+_FACTORED_CHUNK = 32
+_FACTORED_SPAN = 50.0
+
+
+@functools.cache
+def _lower_ones(xp: Any, dtype: Any, q: int) -> Any:
+    """``L[l, s] = 1`` where ``s <= l``, else 0: (Q, Q), so that ``L @ v`` is ``v``'s running
+    sum over its first axis (made once per namespace, dtype and ``q``)."""
+    idx = xp.arange(q)
+    return xp.astype(xp.expand_dims(idx, axis=1) >= xp.expand_dims(idx, axis=0), dtype)
+
+
+def ssd_factored(
+    x: Any, dt: Any, a: Any, bm: Any, cm: Any, h0: Any, chunk: int, skip: Any = None
+) -> tuple[Any, Any]:
+    """:func:`ssd_chunked`'s result with each chunk's decay mask factored, for inference on
+    NumPy-backed arrays (a Python loop over chunks). Same arguments and result.
+
+    With ``c_l = dt_0 a + ... + dt_l a`` a head's running log-decay inside a chunk, the decay
+    from step ``s`` to step ``l`` is ``exp(c_l - c_s) = exp(c_l - m) exp(m - c_s)`` for any
+    ``m``: the mask is rank one. So the inputs are scaled by ``exp(m - c_s) dt_s`` and the
+    outputs by ``exp(c_l - m)``, and the R heads of a group share one masked ``C B^T`` (Q, Q):
+    per chunk, one matmul ``[C B^T o causal, C] @ [X'; S']`` of (Q, Q+N) by (Q+N, R*P) gives the
+    outputs from inside the chunk and from the state ``S'`` it starts from (scaled by
+    ``exp(m)``), and no (Q, Q) array is made per head.
+
+    ``m`` is half the chunk's total log-decay, so every factor lies within ``exp(+-span)``, the
+    span half the chunk's total decay. A head whose span exceeds ``_FACTORED_SPAN`` in some
+    chunk (strong decays: ``dt a`` below -2.5 a step on average over the chunk) could overflow
+    float32 there: such heads are computed by :func:`ssd_chunked`, whose decays are exact for
+    any ``dt``, and the factored result of the others is kept (each head's numbers go through
+    the matmuls in their own columns).
+    """
+    check_numpy_backed("ssd_factored", x, dt, a, bm, cm, h0)
+    xp = namespace(x)
+    bsz, t, h, p = x.shape
+    exact = partial(ssd_chunked, chunk=min(chunk, _SHORT_CHUNK))  # decays exact for any dt
+    if t == 0:
+        return exact(x, dt, a, bm, cm, h0, skip=skip)
+    nc = -(-t // chunk)
+    adt = _chunks(xp, xp.astype(dt, xp.float64) * xp.astype(a, xp.float64), nc, chunk)
+    cum = xp.matmul(_lower_ones(xp, xp.float64, chunk), adt)  # (B, NC, Q, H)
+    rel = cum - xp.expand_dims(cum[:, :, -1, :] * 0.5, axis=2)  # (B, NC, Q, H): c_l - m
+    wide = xp.max(xp.abs(rel), axis=(0, 1, 2)) > _FACTORED_SPAN  # (H,)
+    if not xp.any(wide):
+        return _ssd_factored(x, dt, bm, cm, h0, cum, rel, chunk, skip)
+    if xp.all(wide):
+        return exact(x, dt, a, bm, cm, h0, skip=skip)
+    lim = _FACTORED_SPAN  # the wide heads' factors are clipped (kept finite), then replaced
+    y, h_last = _ssd_factored(x, dt, bm, cm, h0, cum, xp.clip(rel, min=-lim, max=lim), chunk, skip)
+    heads = xp.nonzero(wide)[0]  # (K,)
+    groups = heads // (h // bm.shape[2])  # (K,): each wide head as its own group
+    y_w, h_w = exact(
+        *(xp.take(v, heads, axis=2) for v in (x, dt)), xp.take(a, heads, axis=0),
+        *(xp.take(v, groups, axis=2) for v in (bm, cm)), xp.take(h0, heads, axis=1),
+        skip=None if skip is None else xp.take(skip, heads, axis=0),
+    )  # fmt: skip
+    for j in range(heads.shape[0]):  # into the arrays _ssd_factored just made
+        y[:, :, int(heads[j]), :] = y_w[:, :, j, :]
+        h_last[:, int(heads[j]), ...] = h_w[:, j, ...]
+    return y, h_last
+
+
+def _ssd_factored(
+    x: Any, dt: Any, bm: Any, cm: Any, h0: Any, cum: Any, rel: Any, q: int, skip: Any
+) -> tuple[Any, Any]:
+    """:func:`ssd_factored` of every head, given each chunk's running log-decays ``cum`` and
+    their offsets from the reference ``rel``, both (B, NC, Q, H)."""
+    xp = namespace(x)
+    bsz, t, h, p = x.shape
+    g, n = bm.shape[2], bm.shape[3]
+    rp, nc = h // g * p, rel.shape[1]
+
+    def spread(v: Any) -> Any:  # (..., H) -> (..., G, R*P): each head's value over its P
+        return xp.reshape(xp.repeat(v, p, axis=-1), (*v.shape[:-1], g, rp))
+
+    def exp(v: Any) -> Any:  # a float64 factor's exp, rounded once to x's dtype
+        return xp.astype(xp.exp(v), x.dtype)
+
+    xc = _chunks(xp, xp.reshape(x, (bsz, t, h * p)), nc, q)  # (B, NC, Q, H*P)
+    scaled = xp.astype(xp.exp(-rel) * _chunks(xp, dt, nc, q), x.dtype)  # exp(m - c_s) dt_s
+    z = xp.empty((bsz, nc, g, q + n, rp), dtype=x.dtype)  # per chunk: [X'; S']
+    xs = xp.reshape(xc, (bsz, nc, q, g, rp)) * spread(scaled)  # (B, NC, Q, G, R*P)
+    z[:, :, :, :q, :] = xp.permute_dims(xs, (0, 1, 3, 2, 4))  # X'
+    bc = xp.permute_dims(_chunks(xp, bm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
+    cc = xp.permute_dims(_chunks(xp, cm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
+    u = xp.matmul(xp.matrix_transpose(bc), z[:, :, :, :q, :])  # (B, NC, G, N, R*P)
+
+    # across chunks: chunk c reads S'_c = exp(m_c) S_c, S_c the state it starts from, and
+    # ends in S_{c+1} = exp(c_end - m_c) (S'_c + U_c). Each factor is within exp(+-span).
+    half = cum[:, :, -1, :] - rel[:, :, -1, :]  # (B, NC, H): m
+    into = xp.expand_dims(spread(exp(half)), axis=-2)  # (B, NC, G, 1, R*P)
+    out_of = xp.expand_dims(spread(exp(rel[:, :, -1, :])), axis=-2)  # (B, NC, G, 1, R*P)
+    s = _to_rows(xp, h0, g)  # (B, G, N, R*P)
+    for c in range(nc):
+        z[:, c, :, q:, :] = s = s * into[:, c, ...]
+        s = (s + u[:, c, ...]) * out_of[:, c, ...]
+
+    idx = xp.arange(q)
+    causal = xp.expand_dims(idx, axis=1) >= xp.expand_dims(idx, axis=0)  # (Q, Q): l >= s
+    cb = xp.matmul(cc, xp.matrix_transpose(bc))  # (B, NC, G, Q, Q)
+    lhs = xp.concat([xp.where(causal, cb, xp.zeros_like(cb)), cc], axis=-1)  # (.., Q, Q+N)
+    y = xp.permute_dims(xp.matmul(lhs, z), (0, 1, 3, 2, 4))  # (B, NC, Q, G, R*P)
+    y = xp.reshape(y, (bsz, nc, q, h * p)) * xp.repeat(exp(rel), p, axis=-1)  # exp(c_l - m)
+    if skip is not None:
+        y = y + xc * xp.repeat(skip, p)  # D x
+    return xp.reshape(y, (bsz, nc * q, h, p))[:, :t, ...], _from_rows(xp, s, h)
+
+
 def _chunk_starts(decay: Any, states: Any, h0: Any) -> tuple[Any, Any]:
     """The state each chunk starts from, ``S_{c-1}`` of ``S_c = decay_c S_{c-1} + states_c``
     from ``S_{-1} = h0``, and the last state: ``decay`` (B, NC, ..., 1, R*P), ``states``
@@ -604,10 +719,12 @@ def _mixer(
         path = scan_path(xs, dt, a, bm, cm, ssm) if xs.shape[1] else "chunked"
         if path == "recomputed":  # one operation whose backward recomputes the states
             y, ssm = _ssd_recomputed(xs, dt, a, bm, cm, ssm)  # (B, T, H, P)
+        elif path == "blocked":  # inference on NumPy
+            chunk = min(cfg.chunk_size, _FACTORED_CHUNK)
+            y, ssm = ssd_factored(xs, dt, a, bm, cm, ssm, chunk, skip)  # (B, T, H, P)
         else:  # long chunks only for inference on the device backends
             training = any(map(traced, (xs, dt, a, bm, cm, ssm)))
-            short = path == "blocked" or training
-            chunk = min(cfg.chunk_size, _SHORT_CHUNK) if short else cfg.chunk_size
+            chunk = min(cfg.chunk_size, _SHORT_CHUNK) if training else cfg.chunk_size
             y, ssm = ssd_chunked(xs, dt, a, bm, cm, ssm, chunk, skip)  # (B, T, H, P)
     else:
         y, ssm = _ssd_step(xs, dt, a, bm, cm, ssm)  # (B, H, P)

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kizzasi_lite.backends import get_namespace, to_numpy
+from kizzasi_lite.backends import backend_name, get_namespace, to_numpy
 from kizzasi_lite.backends.random import Generator
-from kizzasi_lite.errors import ConfigError, WeightsError
+from kizzasi_lite.errors import ConfigError, InputError, WeightsError
 from kizzasi_lite.models import Backbone
 from kizzasi_lite.models import mamba2 as arch
 from tests.conftest import assert_close, rand
@@ -146,6 +146,74 @@ def test_ssd_chunked_is_precise_after_large_decays(xp, chunk):
     y, h_last = arch.ssd_chunked(*(xp.asarray(v.astype(np.float32)) for v in args), chunk)
     np.testing.assert_allclose(to_numpy(y), y_ref, rtol=2e-5, atol=1e-6 * np.abs(y_ref).max())
     np.testing.assert_allclose(to_numpy(h_last), h_ref, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(
+    "t,chunk,groups,strong",
+    [
+        (1, 8, 1, ()),
+        (37, 8, 2, ()),
+        (50, 16, 1, (1,)),
+        (45, 32, 2, (0, 3)),
+        (40, 8, 4, (0, 1, 2, 3)),
+    ],
+)
+def test_ssd_factored_matches_the_recurrence(xp, dtype, t, chunk, groups, strong):
+    """The factored SSD (NumPy inference) equals the recurrence, D x included, with any length
+    and groups; heads with strong decays (``strong``: dt a near -100 every 5th step, spans far
+    beyond _FACTORED_SPAN) go through ssd_chunked and the others keep their factored result.
+    Off NumPy it refuses with InputError; it leaves the state passed in untouched."""
+    rng = np.random.default_rng(t + chunk)
+    h = 4
+    shapes = {"x": (2, t, h, 3), "bm": (2, t, groups, 5), "cm": (2, t, groups, 5)}
+    arrs = {k: rng.normal(size=s) for k, s in shapes.items()}
+    h0 = rng.normal(size=(2, h, 3, 5))
+    dt = rng.uniform(0.01, 1.0, size=(2, t, h))
+    dt[:, ::5, list(strong)] = 50.0
+    a, skip = -rng.uniform(0.5, 2.0, size=(h,)), rng.normal(size=(h,))
+    y_ref, h_ref = _ssd_sequential(arrs["x"], dt, a, arrs["bm"], arrs["cm"], h0)
+    args = [arrs["x"], dt, a, arrs["bm"], arrs["cm"], h0]
+    args = [xp.asarray(v.astype(dtype)) for v in args]
+    d = xp.asarray(skip.astype(dtype))
+    if backend_name(xp) not in ("numpy", "array_api_strict"):
+        with pytest.raises(InputError, match="NumPy views in place"):
+            arch.ssd_factored(*args, chunk, d)
+        return
+    y, h_last = arch.ssd_factored(*args, chunk, d)
+    np.testing.assert_array_equal(to_numpy(args[-1]), h0.astype(dtype))
+    t32 = {"rtol": 2e-5, "atol": 2e-5} if dtype == "float32" else {}
+    assert_close(y, xp.asarray((y_ref + skip[:, None] * arrs["x"]).astype(dtype)), xp=xp, **t32)
+    assert_close(h_last, xp.asarray(h_ref.astype(dtype)), xp=xp, **t32)
+    y, h_last = arch.ssd_factored(*args, chunk)  # no skip
+    assert_close(y, xp.asarray(y_ref.astype(dtype)), xp=xp, **t32)
+
+
+@pytest.mark.parametrize("total", [99.0, 101.0])  # span 49.5: factored; 50.5: ssd_chunked
+def test_ssd_factored_is_precise_at_its_largest_span(total):
+    """A chunk whose decays add up to ``total`` spans ``total / 2`` around its middle: its
+    factors reach exp(+-49.5), the largest _FACTORED_SPAN (50) allows, and float32 keeps the
+    float64 recurrence's result to 2e-5 (the factors are computed in float64, rounded once)."""
+    xp = get_namespace("numpy")
+    rng = np.random.default_rng(int(total))
+    t, h, q = 64, 3, 32
+    x, bm, cm = (
+        rng.normal(size=(1, t, h, 4)),
+        rng.normal(size=(1, t, 1, 5)),
+        rng.normal(size=(1, t, 1, 5)),
+    )
+    h0 = rng.normal(size=(1, h, 4, 5))
+    a = -np.ones(h)
+    dt = np.full((1, t, h), total / q) * np.array([1.0, 0.5, 0.01])  # head 0 at the limit
+    assert (np.abs(np.cumsum(dt[0, :q, 0]) - total / 2).max() > arch._FACTORED_SPAN) == (
+        total > 100
+    )
+    y_ref, h_ref = _ssd_sequential(x, dt, a, bm, cm, h0)
+    y, h_last = arch.ssd_factored(
+        *(xp.asarray(v.astype(np.float32)) for v in (x, dt, a, bm, cm, h0)), q
+    )
+    np.testing.assert_allclose(to_numpy(y), y_ref, rtol=2e-5, atol=1e-6 * np.abs(y_ref).max())
+    np.testing.assert_allclose(to_numpy(h_last), h_ref, rtol=2e-5, atol=1e-6 * np.abs(h_ref).max())
 
 
 def test_segment_sums_by_matmul_equal_the_cumulative_sum(xp, monkeypatch):
