@@ -391,10 +391,11 @@ def ssd_chunked(
 
 
 # Chunk length of :func:`ssd_factored` (NumPy inference), and the largest factor it allows,
-# as a log: within exp(+-50) ~ 5e21^(+-1), float32 keeps the scaled inputs dt x exp(m - c_s)
-# normal numbers for |dt x| above 6e-17 and finite below 1e16.
+# as a log. Within exp(+-60) ~ 1e26^(+-1), the float32 scaled inputs dt x exp(m - c_s) stay
+# finite for |dt x| below ~1e11 / (Q |C B|), and where they fall below float32's normal range
+# the absolute error stays below its spacing there (1.4e-45) times exp(60): ~2e-19.
 _FACTORED_CHUNK = 32
-_FACTORED_SPAN = 50.0
+_FACTORED_SPAN = 60.0
 
 
 @functools.cache
@@ -444,11 +445,12 @@ def ssd_factored(
     lim = _FACTORED_SPAN  # the wide heads' factors are clipped (kept finite), then replaced
     y, h_last = _ssd_factored(x, dt, bm, cm, h0, cum, xp.clip(rel, min=-lim, max=lim), chunk, skip)
     heads = xp.nonzero(wide)[0]  # (K,)
-    groups = heads // (h // bm.shape[2])  # (K,): each wide head as its own group
+    if bm.shape[2] > 1:  # each wide head as its own group
+        groups = heads // (h // bm.shape[2])  # (K,)
+        bm, cm = (xp.take(v, groups, axis=2) for v in (bm, cm))  # (B, T, K, N)
     y_w, h_w = exact(
-        *(xp.take(v, heads, axis=2) for v in (x, dt)), xp.take(a, heads, axis=0),
-        *(xp.take(v, groups, axis=2) for v in (bm, cm)), xp.take(h0, heads, axis=1),
-        skip=None if skip is None else xp.take(skip, heads, axis=0),
+        *(xp.take(v, heads, axis=2) for v in (x, dt)), xp.take(a, heads, axis=0), bm, cm,
+        xp.take(h0, heads, axis=1), skip=None if skip is None else xp.take(skip, heads, axis=0),
     )  # fmt: skip
     for j in range(heads.shape[0]):  # into the arrays _ssd_factored just made
         y[:, :, int(heads[j]), :] = y_w[:, :, j, :]

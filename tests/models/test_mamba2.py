@@ -189,10 +189,10 @@ def test_ssd_factored_matches_the_recurrence(xp, dtype, t, chunk, groups, strong
     assert_close(y, xp.asarray(y_ref.astype(dtype)), xp=xp, **t32)
 
 
-@pytest.mark.parametrize("total", [99.0, 101.0])  # span 49.5: factored; 50.5: ssd_chunked
+@pytest.mark.parametrize("total", [119.0, 121.0])  # span 59.5: factored; 60.5: ssd_chunked
 def test_ssd_factored_is_precise_at_its_largest_span(total):
     """A chunk whose decays add up to ``total`` spans ``total / 2`` around its middle: its
-    factors reach exp(+-49.5), the largest _FACTORED_SPAN (50) allows, and float32 keeps the
+    factors reach exp(+-59.5), the largest _FACTORED_SPAN (60) allows, and float32 keeps the
     float64 recurrence's result to 2e-5 (the factors are computed in float64, rounded once)."""
     xp = get_namespace("numpy")
     rng = np.random.default_rng(int(total))
@@ -206,7 +206,7 @@ def test_ssd_factored_is_precise_at_its_largest_span(total):
     a = -np.ones(h)
     dt = np.full((1, t, h), total / q) * np.array([1.0, 0.5, 0.01])  # head 0 at the limit
     assert (np.abs(np.cumsum(dt[0, :q, 0]) - total / 2).max() > arch._FACTORED_SPAN) == (
-        total > 100
+        total > 120
     )
     y_ref, h_ref = _ssd_sequential(x, dt, a, bm, cm, h0)
     y, h_last = arch.ssd_factored(
