@@ -421,11 +421,12 @@ def ssd_factored(
     ``exp(m)``), and no (Q, Q) array is made per head.
 
     ``m`` is half the chunk's total log-decay, so every factor lies within ``exp(+-span)``, the
-    span half the chunk's total decay. A head whose span exceeds ``_FACTORED_SPAN`` in some
-    chunk (strong decays: ``dt a`` below -2.5 a step on average over the chunk) could overflow
-    float32 there: such heads are computed by :func:`ssd_chunked`, whose decays are exact for
-    any ``dt``, and the factored result of the others is kept (each head's numbers go through
-    the matmuls in their own columns).
+    span half the chunk's total decay. The factors are computed in float64 and rounded once, so
+    float32 keeps the recurrence's precision. A head whose span exceeds ``_FACTORED_SPAN`` in
+    some chunk (strong decays: ``dt a`` below ``-2 * 60 / Q`` a step on average over the chunk)
+    could overflow float32 there: such heads are computed by :func:`ssd_chunked`, whose decays
+    are exact for any ``dt``, and the factored result of the others is kept (each head's
+    numbers go through the matmuls in their own columns).
     """
     check_numpy_backed("ssd_factored", x, dt, a, bm, cm, h0)
     xp = namespace(x)
