@@ -494,10 +494,8 @@ def _ssd_factored(
         z[:, c, :, q:, :] = s = s * into[:, c, ...]
         s = (s + u[:, c, ...]) * out_of[:, c, ...]
 
-    idx = xp.arange(q)
-    causal = xp.expand_dims(idx, axis=1) >= xp.expand_dims(idx, axis=0)  # (Q, Q): l >= s
-    cb = xp.matmul(cc, xp.matrix_transpose(bc))  # (B, NC, G, Q, Q)
-    lhs = xp.concat([xp.where(causal, cb, xp.zeros_like(cb)), cc], axis=-1)  # (.., Q, Q+N)
+    cb = xp.matmul(cc, xp.matrix_transpose(bc)) * _lower_ones(xp, x.dtype, q)  # causal C B^T
+    lhs = xp.concat([cb, cc], axis=-1)  # (B, NC, G, Q, Q+N)
     y = xp.permute_dims(xp.matmul(lhs, z), (0, 1, 3, 2, 4))  # (B, NC, Q, G, R*P)
     y = xp.reshape(y, (bsz, nc, q, h * p)) * xp.repeat(exp(rel), p, axis=-1)  # exp(c_l - m)
     if skip is not None:
