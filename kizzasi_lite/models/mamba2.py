@@ -437,14 +437,15 @@ def ssd_factored(
     nc = -(-t // chunk)
     adt = _chunks(xp, xp.astype(dt, xp.float64) * xp.astype(a, xp.float64), nc, chunk)
     cum = xp.matmul(_lower_ones(xp, xp.float64, chunk), adt)  # (B, NC, Q, H)
-    rel = cum - xp.expand_dims(cum[:, :, -1, :] * 0.5, axis=2)  # (B, NC, Q, H): c_l - m
+    half = cum[:, :, -1, :] * 0.5  # (B, NC, H): m, half each chunk's total log-decay
+    rel = cum - xp.expand_dims(half, axis=2)  # (B, NC, Q, H): c_l - m
     wide = xp.max(xp.abs(rel), axis=(0, 1, 2)) > _FACTORED_SPAN  # (H,)
     if not xp.any(wide):
-        return _ssd_factored(x, dt, bm, cm, h0, cum, rel, chunk, skip)
+        return _ssd_factored(x, dt, bm, cm, h0, rel, half, chunk, skip)
     if xp.all(wide):
         return exact(x, dt, a, bm, cm, h0, skip=skip)
     lim = _FACTORED_SPAN  # the wide heads' factors are clipped (kept finite), then replaced
-    y, h_last = _ssd_factored(x, dt, bm, cm, h0, cum, xp.clip(rel, min=-lim, max=lim), chunk, skip)
+    y, h_last = _ssd_factored(x, dt, bm, cm, h0, xp.clip(rel, min=-lim, max=lim), half, chunk, skip)
     heads = xp.nonzero(wide)[0]  # (K,)
     if bm.shape[2] > 1:  # each wide head as its own group
         groups = heads // (h // bm.shape[2])  # (K,)
@@ -460,10 +461,10 @@ def ssd_factored(
 
 
 def _ssd_factored(
-    x: Any, dt: Any, bm: Any, cm: Any, h0: Any, cum: Any, rel: Any, q: int, skip: Any
+    x: Any, dt: Any, bm: Any, cm: Any, h0: Any, rel: Any, half: Any, q: int, skip: Any
 ) -> tuple[Any, Any]:
-    """:func:`ssd_factored` of every head, given each chunk's running log-decays ``cum`` and
-    their offsets from the reference ``rel``, both (B, NC, Q, H)."""
+    """:func:`ssd_factored` of every head, given the running log-decays' offsets from each
+    chunk's reference ``rel`` (B, NC, Q, H) and the references ``half`` (B, NC, H), float64."""
     xp = namespace(x)
     bsz, t, h, p = x.shape
     g, n = bm.shape[2], bm.shape[3]
@@ -486,7 +487,6 @@ def _ssd_factored(
 
     # across chunks: chunk c reads S'_c = exp(m_c) S_c, S_c the state it starts from, and
     # ends in S_{c+1} = exp(c_end - m_c) (S'_c + U_c). Each factor is within exp(+-span).
-    half = cum[:, :, -1, :] - rel[:, :, -1, :]  # (B, NC, H): m
     into = xp.expand_dims(spread(exp(half)), axis=-2)  # (B, NC, G, 1, R*P)
     out_of = xp.expand_dims(spread(exp(rel[:, :, -1, :])), axis=-2)  # (B, NC, G, 1, R*P)
     s = _to_rows(xp, h0, g)  # (B, G, N, R*P)
@@ -729,7 +729,7 @@ def _mixer(
             y, ssm = ssd_chunked(xs, dt, a, bm, cm, ssm, chunk, skip)  # (B, T, H, P)
     else:
         y, ssm = _ssd_step(xs, dt, a, bm, cm, ssm)  # (B, H, P)
-    if not sequence or path == "recomputed":  # ssd_chunked adds the skip itself
+    if not sequence or path == "recomputed":  # ssd_chunked and ssd_factored add the skip
         y = y + xs * skip[:, None]  # (*lead, H, P)
     y = _gated_norm(cfg, xp.reshape(y, (*lead, ds)), z, params[pre + "norm.weight"])  # (.., ds)
     if m:
