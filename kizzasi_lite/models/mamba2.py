@@ -30,8 +30,9 @@ chunks of up to 32 steps get all their segment sums from one matmul with a const
 Inference on the device backends runs in chunks of ``chunk_size``, device autodiff in chunks of
 ``_SHORT_CHUNK`` steps. NumPy inference runs ``ssd_factored``: each chunk's decay mask is rank one
 (``exp(c_l - c_s) = exp(c_l - m) exp(m - c_s)``), so the heads of a group share one masked
-``C B^T`` and one matmul per chunk, with a plain loop across chunks (heads whose decays are too
-strong for the factors' range take ``ssd_chunked``); a long sequence goes through the stack in
+``C B^T`` and one matmul per chunk, with a plain loop across chunks (a head whose decays are too
+strong for the factors' range gets its outputs from inside each chunk from its own Q x Q
+decays); a long sequence goes through the stack in
 cache-sized time segments. Training on NumPy
 runs the recurrence as one differentiable operation whose backward recomputes each block's
 states and runs the adjoint recurrence (``_ssd_recomputed``, its gradients tested equal to the
@@ -424,51 +425,25 @@ def ssd_factored(
     span half the chunk's total decay. The factors are computed in float64 and rounded once, so
     float32 keeps the recurrence's precision. A head whose span exceeds ``_FACTORED_SPAN`` in
     some chunk (strong decays: ``dt a`` below ``-2 * 60 / Q`` a step on average over the chunk)
-    could overflow float32 there: such heads are computed by :func:`ssd_chunked`, whose decays
-    are exact for any ``dt``, and the factored result of the others is kept (each head's
-    numbers go through the matmuls in their own columns).
+    could overflow float32 there. Such a "strong" head takes ``m`` at its chunks' ends instead:
+    every factor of its states is then a decay (at most 1) and the shared matmul gives its
+    outputs from the carried-in state, while the outputs from inside each chunk come from its
+    own (Q, Q) decays ``exp(c_l - c_s)``, exact for any ``dt``, as in :func:`ssd_chunked`.
     """
     check_numpy_backed("ssd_factored", x, dt, a, bm, cm, h0)
     xp = namespace(x)
     bsz, t, h, p = x.shape
-    exact = partial(ssd_chunked, chunk=min(chunk, _SHORT_CHUNK))  # decays exact for any dt
     if t == 0:
-        return exact(x, dt, a, bm, cm, h0, skip=skip)
-    nc = -(-t // chunk)
-    adt = _chunks(xp, xp.astype(dt, xp.float64) * xp.astype(a, xp.float64), nc, chunk)
-    cum = xp.matmul(_lower_ones(xp, xp.float64, chunk), adt)  # (B, NC, Q, H)
-    half = cum[:, :, -1, :] * 0.5  # (B, NC, H): m, half each chunk's total log-decay
-    rel = cum - xp.expand_dims(half, axis=2)  # (B, NC, Q, H): c_l - m
-    wide = xp.max(xp.abs(rel), axis=(0, 1, 2)) > _FACTORED_SPAN  # (H,)
-    if not xp.any(wide):
-        return _ssd_factored(x, dt, bm, cm, h0, rel, half, chunk, skip)
-    if xp.all(wide):
-        return exact(x, dt, a, bm, cm, h0, skip=skip)
-    lim = _FACTORED_SPAN  # the wide heads' factors are clipped (kept finite), then replaced
-    y, h_last = _ssd_factored(x, dt, bm, cm, h0, xp.clip(rel, min=-lim, max=lim), half, chunk, skip)
-    heads = xp.nonzero(wide)[0]  # (K,)
-    if bm.shape[2] > 1:  # each wide head as its own group
-        groups = heads // (h // bm.shape[2])  # (K,)
-        bm, cm = (xp.take(v, groups, axis=2) for v in (bm, cm))  # (B, T, K, N)
-    y_w, h_w = exact(
-        *(xp.take(v, heads, axis=2) for v in (x, dt)), xp.take(a, heads, axis=0), bm, cm,
-        xp.take(h0, heads, axis=1), skip=None if skip is None else xp.take(skip, heads, axis=0),
-    )  # fmt: skip
-    for j in range(heads.shape[0]):  # into the arrays _ssd_factored just made
-        y[:, :, int(heads[j]), :] = y_w[:, :, j, :]
-        h_last[:, int(heads[j]), ...] = h_w[:, j, ...]
-    return y, h_last
-
-
-def _ssd_factored(
-    x: Any, dt: Any, bm: Any, cm: Any, h0: Any, rel: Any, half: Any, q: int, skip: Any
-) -> tuple[Any, Any]:
-    """:func:`ssd_factored` of every head, given the running log-decays' offsets from each
-    chunk's reference ``rel`` (B, NC, Q, H) and the references ``half`` (B, NC, H), float64."""
-    xp = namespace(x)
-    bsz, t, h, p = x.shape
+        return ssd_chunked(x, dt, a, bm, cm, h0, chunk, skip)
     g, n = bm.shape[2], bm.shape[3]
-    rp, nc = h // g * p, rel.shape[1]
+    r, rp, q, nc = h // g, h // g * p, chunk, -(-t // chunk)
+    dtc = _chunks(xp, xp.astype(dt, xp.float64), nc, q)  # (B, NC, Q, H)
+    adt = dtc * xp.astype(a, xp.float64)  # (B, NC, Q, H)
+    cum = xp.matmul(_lower_ones(xp, xp.float64, q), adt)  # (B, NC, Q, H): c_l
+    end = cum[:, :, -1:, :]  # (B, NC, 1, H): each chunk's total log-decay
+    strong = xp.max(xp.abs(cum - end * 0.5), axis=(0, 1, 2)) > _FACTORED_SPAN  # (H,)
+    m = xp.where(strong, end, end * 0.5)  # (B, NC, 1, H): the reference
+    heads = [int(k) for k in xp.nonzero(strong)[0]] if xp.any(strong) else []
 
     def spread(v: Any) -> Any:  # (..., H) -> (..., G, R*P): each head's value over its P
         return xp.reshape(xp.repeat(v, p, axis=-1), (*v.shape[:-1], g, rp))
@@ -477,29 +452,48 @@ def _ssd_factored(
         return xp.astype(xp.exp(v), x.dtype)
 
     xc = _chunks(xp, xp.reshape(x, (bsz, t, h * p)), nc, q)  # (B, NC, Q, H*P)
-    scaled = xp.astype(xp.exp(-rel) * _chunks(xp, dt, nc, q), x.dtype)  # exp(m - c_s) dt_s
-    z = xp.empty((bsz, nc, g, q + n, rp), dtype=x.dtype)  # per chunk: [X'; S']
+    scaled = xp.astype(xp.exp(m - cum) * dtc, x.dtype)  # (B, NC, Q, H): exp(m - c_s) dt_s
     xs = xp.reshape(xc, (bsz, nc, q, g, rp)) * spread(scaled)  # (B, NC, Q, G, R*P)
+    z = xp.empty((bsz, nc, g, q + n, rp), dtype=x.dtype)  # per chunk: [X'; S']
     z[:, :, :, :q, :] = xp.permute_dims(xs, (0, 1, 3, 2, 4))  # X'
     bc = xp.permute_dims(_chunks(xp, bm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
     cc = xp.permute_dims(_chunks(xp, cm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
     u = xp.matmul(xp.matrix_transpose(bc), z[:, :, :, :q, :])  # (B, NC, G, N, R*P)
 
     # across chunks: chunk c reads S'_c = exp(m_c) S_c, S_c the state it starts from, and
-    # ends in S_{c+1} = exp(c_end - m_c) (S'_c + U_c). Each factor is within exp(+-span).
-    into = xp.expand_dims(spread(exp(half)), axis=-2)  # (B, NC, G, 1, R*P)
-    out_of = xp.expand_dims(spread(exp(rel[:, :, -1, :])), axis=-2)  # (B, NC, G, 1, R*P)
+    # ends in S_{c+1} = exp(c_end - m_c) (exp(m_c) S_c + U_c), every factor within
+    # exp(+-span). A strong head reads S'_c = S_c (its inside outputs come apart, below).
+    m0 = m[:, :, 0, :]  # (B, NC, H)
+    into = xp.expand_dims(spread(exp(m0)), axis=-2)  # (B, NC, G, 1, R*P)
+    out_of = xp.expand_dims(spread(exp(end[:, :, 0, :] - m0)), axis=-2)  # (B, NC, G, 1, R*P)
+    read = into  # what chunk c reads: exp(m) S, or S for a strong head
+    if heads:
+        read = xp.expand_dims(spread(exp(xp.where(strong, xp.zeros_like(m0), m0))), axis=-2)
     s = _to_rows(xp, h0, g)  # (B, G, N, R*P)
     for c in range(nc):
-        z[:, c, :, q:, :] = s = s * into[:, c, ...]
-        s = (s + u[:, c, ...]) * out_of[:, c, ...]
+        z[:, c, :, q:, :] = s * read[:, c, ...]
+        s = (s * into[:, c, ...] if heads else z[:, c, :, q:, :]) + u[:, c, ...]
+        s = s * out_of[:, c, ...]
+    for k in heads:  # a strong head's X' out of the shared matmul
+        z[:, :, k // r, :q, k % r * p : (k % r + 1) * p] = 0.0
 
     cb = xp.matmul(cc, xp.matrix_transpose(bc)) * _lower_ones(xp, x.dtype, q)  # causal C B^T
-    lhs = xp.concat([cb, cc], axis=-1)  # (B, NC, G, Q, Q+N)
-    y = xp.permute_dims(xp.matmul(lhs, z), (0, 1, 3, 2, 4))  # (B, NC, Q, G, R*P)
-    y = xp.reshape(y, (bsz, nc, q, h * p)) * xp.repeat(exp(rel), p, axis=-1)  # exp(c_l - m)
+    y = xp.matmul(xp.concat([cb, cc], axis=-1), z)  # (B, NC, G, Q, R*P)
+    y = xp.reshape(xp.permute_dims(y, (0, 1, 3, 2, 4)), (bsz, nc, q, h * p))  # (B,NC,Q,H*P)
+    y = y * xp.repeat(exp(xp.where(strong, cum, cum - m)), p, axis=-1)  # exp(c_l - m)
     if skip is not None:
         y = y + xc * xp.repeat(skip, p)  # D x
+    if heads:  # the strong heads' outputs from inside each chunk, from their own decays
+        ks = xp.asarray(heads)
+        adt_k = xp.permute_dims(xp.take(adt, ks, axis=-1), (0, 1, 3, 2))  # (B, NC, K, Q)
+        dt_k = xp.permute_dims(xp.take(_chunks(xp, dt, nc, q), ks, axis=-1), (0, 1, 3, 2))
+        decays = xp.exp(xp.astype(_segment_sums(adt_k), x.dtype))  # (B, NC, K, Q, Q): <= 1
+        cb_k = cb[:, :, :1, ...] if g == 1 else xp.take(cb, ks // r, axis=2)  # causal C B^T
+        scores = decays * dt_k[..., None, :] * cb_k  # (B, NC, K, Q, Q): column s times dt_s
+        x_k = xp.take(xp.reshape(xc, (bsz, nc, q, h, p)), ks, axis=3)  # (B, NC, Q, K, P)
+        y_k = xp.matmul(scores, xp.permute_dims(x_k, (0, 1, 3, 2, 4)))  # (B, NC, K, Q, P)
+        for j, k in enumerate(heads):
+            y[..., k * p : (k + 1) * p] = y[..., k * p : (k + 1) * p] + y_k[:, :, j, ...]
     return xp.reshape(y, (bsz, nc * q, h, p))[:, :t, ...], _from_rows(xp, s, h)
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from kizzasi_lite.autodiff import custom, plain
 from kizzasi_lite.backends import namespace
 
@@ -28,25 +30,23 @@ def sigmoid(x: Any) -> Any:
     return 0.5 * xp.tanh(0.5 * x) + 0.5
 
 
-# silu's cap on -x: exp(87) is finite in float32 (whose largest number is about exp(88.7))
-_SILU_CAP = 87.0
-
-
 def silu(x: Any) -> Any:
-    """SiLU / swish ``x * sigmoid(x)`` as ``m / (-1 - exp(m))`` with ``m = min(-x, 87)``.
+    """SiLU / swish ``x * sigmoid(x)`` as ``m / (-1 - exp(m))`` with ``m = -x``.
 
-    Five array ops with one ``exp``: on NumPy float32 ``exp`` costs half of ``tanh``, so this
-    runs ~1.3x faster on large arrays than ``h + h * tanh(h)`` (:func:`silu_of_half`, which a
-    step, whose arrays are small, takes for its fewer calls). Below ``x = -87`` it returns
-    ``silu(-87)`` (about -1.4e-36): the absolute error stays below that, with no overflow.
-    Under autodiff it is one operation whose gradient is ``s + y (1 - s)``, with ``y`` the
-    output and ``s = sigmoid(x) = -1 / (-1 - exp(m))``: no tape of its five ops.
+    Four array ops with one ``exp``: on NumPy float32 this runs ~1.4x faster on large arrays
+    than the same form with ``m`` capped by ``minimum`` (as fast as an ``exp``). Below about
+    -88.7 in float32 (-709 in float64) ``exp(-x)`` overflows to inf and silu returns -0.0, as
+    torch does (the true value is smaller than 1.3e-36 in magnitude), without NumPy's
+    overflow warning; ``-inf`` gives nan, as torch. Under autodiff it is one operation whose
+    gradient is ``s + y (1 - s)``, with ``y`` the output and ``s = sigmoid(x) = -1 / (-1 -
+    exp(m))``: no tape of its four ops.
     """
     xv = plain(x)
     xp = namespace(xv)
-    m = xp.minimum(-xv, _SILU_CAP)
-    d = -1.0 - xp.exp(m)  # -(1 + exp(-x))
-    y = m / d
+    m = -xv
+    with np.errstate(over="ignore", invalid="ignore"):  # exp(m) = inf: m / d = -0 (nan at -inf)
+        d = -1.0 - xp.exp(m)  # -(1 + exp(-x))
+        y = m / d
     if xv is x:  # not being differentiated
         return y
 

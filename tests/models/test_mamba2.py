@@ -161,8 +161,9 @@ def test_ssd_chunked_is_precise_after_large_decays(xp, chunk):
 )
 def test_ssd_factored_matches_the_recurrence(xp, dtype, t, chunk, groups, strong):
     """The factored SSD (NumPy inference) equals the recurrence, D x included, with any length
-    and groups; heads with strong decays (``strong``: dt a near -100 every 5th step, spans far
-    beyond _FACTORED_SPAN) go through ssd_chunked and the others keep their factored result.
+    and groups, and with heads whose decays are strong (``strong``: dt a near -100 every 5th
+    step, spans far beyond _FACTORED_SPAN: their states carried by decays, their outputs from
+    inside each chunk by their own Q x Q decays), some or all of them.
     Off NumPy it refuses with InputError; it leaves the state passed in untouched."""
     rng = np.random.default_rng(t + chunk)
     h = 4
@@ -189,7 +190,7 @@ def test_ssd_factored_matches_the_recurrence(xp, dtype, t, chunk, groups, strong
     assert_close(y, xp.asarray(y_ref.astype(dtype)), xp=xp, **t32)
 
 
-@pytest.mark.parametrize("total", [119.0, 121.0])  # span 59.5: factored; 60.5: ssd_chunked
+@pytest.mark.parametrize("total", [119.0, 121.0])  # span 59.5: factored; 60.5: strong
 def test_ssd_factored_is_precise_at_its_largest_span(total):
     """A chunk whose decays add up to ``total`` spans ``total / 2`` around its middle: its
     factors reach exp(+-59.5), the largest _FACTORED_SPAN (60) allows, and float32 keeps the
