@@ -485,9 +485,9 @@ def ssd_factored(
         y = y + xc * xp.repeat(skip, p)  # D x
     if heads:  # the strong heads' outputs from inside each chunk, from their own decays
         ks = xp.asarray(heads)
-        adt_k = xp.permute_dims(xp.take(adt, ks, axis=-1), (0, 1, 3, 2))  # (B, NC, K, Q)
+        adt_k = xp.astype(xp.permute_dims(xp.take(adt, ks, axis=-1), (0, 1, 3, 2)), x.dtype)
         dt_k = xp.permute_dims(xp.take(_chunks(xp, dt, nc, q), ks, axis=-1), (0, 1, 3, 2))
-        decays = xp.exp(xp.astype(_segment_sums(adt_k), x.dtype))  # (B, NC, K, Q, Q): <= 1
+        decays = xp.exp(_segment_sums(adt_k))  # (B, NC, K, Q, Q): <= 1, as in ssd_chunked
         cb_k = cb[:, :, :1, ...] if g == 1 else xp.take(cb, ks // r, axis=2)  # causal C B^T
         scores = decays * dt_k[..., None, :] * cb_k  # (B, NC, K, Q, Q): column s times dt_s
         x_k = xp.take(xp.reshape(xc, (bsz, nc, q, h, p)), ks, axis=3)  # (B, NC, Q, K, P)
