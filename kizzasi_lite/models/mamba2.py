@@ -486,7 +486,7 @@ def ssd_factored(
     if heads:  # the strong heads' outputs from inside each chunk, from their own decays
         ks = xp.asarray(heads)
         adt_k = xp.astype(xp.permute_dims(xp.take(adt, ks, axis=-1), (0, 1, 3, 2)), x.dtype)
-        dt_k = xp.permute_dims(xp.take(_chunks(xp, dt, nc, q), ks, axis=-1), (0, 1, 3, 2))
+        dt_k = xp.astype(xp.permute_dims(xp.take(dtc, ks, axis=-1), (0, 1, 3, 2)), x.dtype)
         decays = xp.exp(_segment_sums(adt_k))  # (B, NC, K, Q, Q): <= 1, as in ssd_chunked
         cb_k = cb[:, :, :1, ...] if g == 1 else xp.take(cb, ks // r, axis=2)  # causal C B^T
         scores = decays * dt_k[..., None, :] * cb_k  # (B, NC, K, Q, Q): column s times dt_s
