@@ -12,7 +12,11 @@ proof that the core is portable), ``"mlx"`` (Apple's MLX; also runs on Linux CPU
 
 from __future__ import annotations
 
+import _thread  # a lock, no threads: the core runs in a browser too
+import contextlib
 import importlib
+import math
+import sys
 from functools import cache
 from typing import Any
 
@@ -161,6 +165,69 @@ def to_numpy(x: Any):
     return np.asarray(x)
 
 
+# Arrays of at least this many bytes that a step allocates on NumPy come from spares (see
+# :func:`spare_empty`); smaller ones come back from malloc's heap and rarely fault.
+_SPARE_MIN_BYTES = 4 << 20
+_spares: dict[tuple, list] = {}  # (shape, dtype) -> the arrays spare_empty gave
+_spares_lock = _thread.allocate_lock()  # two threads never take one spare
+
+
+def _refs(arrays: list, j: int) -> int:
+    """The reference count of ``arrays[j]``, as seen from here."""
+    return sys.getrefcount(arrays[j])
+
+
+_UNREFERENCED = _refs([object()], 0)  # what _refs gives for an item nothing else refers to
+
+
+def spare_empty(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
+    """``xp.empty(shape, dtype)`` for a step's large outputs (the new state of many streams).
+
+    On NumPy, an array of at least ``_SPARE_MIN_BYTES`` comes from the arrays this function gave
+    before, once nothing else refers to one: no state holds it or a view of it (a NumPy view
+    refers to the array that owns its memory). Freshly mapped memory costs a page fault per page
+    on its first write; for the 32 MiB new state of a layer of 1024 streams of the default preset
+    that cost more than the pass that writes it. The spares of a shape never outnumber its arrays
+    in use (so they hold at most as much memory as the states alive), and allocating a new array
+    drops the spares of other shapes.
+    """
+    if backend_name(xp) != "numpy":
+        return xp.empty(shape, dtype=dtype)
+    import numpy as np  # a NumPy namespace exists only where numpy does
+
+    if math.prod(shape) * np.dtype(dtype).itemsize < _SPARE_MIN_BYTES:
+        return np.empty(shape, dtype=dtype)
+    key = (tuple(shape), np.dtype(dtype))
+    with _spares_lock:
+        arrays = _spares.setdefault(key, [])
+        free = [j for j in range(len(arrays)) if _refs(arrays, j) == _UNREFERENCED]
+        if free:
+            out = arrays[free.pop(0)]
+        else:
+            out = np.empty(shape, dtype=dtype)
+            arrays.append(out)
+            for other in [k for k in _spares if k != key]:  # a new shape: others may be stale
+                kept = _spares[other]
+                kept[:] = [kept[j] for j in range(len(kept)) if _refs(kept, j) != _UNREFERENCED]
+                if not kept:
+                    del _spares[other]
+        extra = max(0, 2 * len(free) - len(arrays))  # spares beyond the arrays in use
+        for j in reversed(free[len(free) - extra :]):
+            del arrays[j]
+    return out
+
+
+def overflow_quiet(xp: Any) -> Any:
+    """A context in which NumPy computes overflows and invalid values without warnings (for ops
+    whose inf or nan is the intended result): NumPy's ``errstate`` for the NumPy-backed
+    namespaces (numpy, array_api_strict), a no-op context for the others."""
+    if backend_name(xp) not in ("numpy", "array_api_strict"):
+        return contextlib.nullcontext()
+    import numpy as np
+
+    return np.errstate(over="ignore", invalid="ignore")
+
+
 def from_numpy(a: Any, xp: Any, dtype: Any = None) -> Any:
     """Put NumPy (or nested-list) data ``a`` into namespace ``xp``, optionally casting to ``dtype``."""
     return xp.asarray(a, dtype=dtype) if dtype is not None else xp.asarray(a)
@@ -176,5 +243,7 @@ __all__ = [
     "get_namespace",
     "namespace",
     "loops_are_cheap",
+    "overflow_quiet",
+    "spare_empty",
     "to_numpy",
 ]

@@ -22,7 +22,13 @@ from dataclasses import asdict, fields
 from typing import Any, Self
 
 from kizzasi_lite.autodiff import custom, plain
-from kizzasi_lite.backends import backend_name, dtype_of, loops_are_cheap, namespace
+from kizzasi_lite.backends import (
+    backend_name,
+    dtype_of,
+    loops_are_cheap,
+    namespace,
+    spare_empty,
+)
 from kizzasi_lite.errors import ConfigError, InputError, WeightsError
 from kizzasi_lite.nn import conv_taps, rms_norm
 
@@ -361,20 +367,27 @@ _STATE_BLOCK_NUMBERS = 1 << 18
 def in_stream_blocks(update: Callable, state: Any, *args: Any) -> tuple:
     """``update(state, *args) -> (new_state, y)``, one step of a recurrence, for every stream.
 
-    Many streams on NumPy-backed arrays go in blocks of streams (each argument's first axis),
-    each block's results written into the outputs in place: the temporaries of a block stay in
-    cache, so the state crosses memory about twice (read, write) rather than once per
-    elementwise op of ``update``. Otherwise all streams go at once.
+    Many streams on NumPy-backed arrays go in blocks of streams (each argument's first axis): the
+    temporaries of a block stay in cache, so the state crosses memory about twice (read, write)
+    rather than once per elementwise op of ``update``. The outputs come from :func:`spare_empty`;
+    on NumPy, every block after the first is written into them by ``update(state, *args,
+    out=(new_state, y))`` (the block's rows, written in place, nothing returned), otherwise each
+    block's results are copied in. Off NumPy all streams go at once.
     """
     bsz, per_stream = state.shape[0], math.prod(state.shape[1:])
     if bsz * per_stream <= 2 * _STATE_BLOCK_NUMBERS or not loops_are_cheap(state, *args):
         return update(state, *args)
     xp, step, outs = namespace(state), max(1, _STATE_BLOCK_NUMBERS // per_stream), []
+    into = backend_name(xp) == "numpy"
     for b0 in range(0, bsz, step):
         rows = slice(b0, min(b0 + step, bsz))
-        parts = update(state[rows, ...], *(a[rows, ...] for a in args))
+        block = [a[rows, ...] for a in args]
+        if outs and into:
+            update(state[rows, ...], *block, out=tuple(o[rows, ...] for o in outs))
+            continue
+        parts = update(state[rows, ...], *block)
         if not outs:
-            outs = [xp.empty((bsz, *q.shape[1:]), dtype=q.dtype) for q in parts]
+            outs = [spare_empty(xp, (bsz, *q.shape[1:]), q.dtype) for q in parts]
         for out, q in zip(outs, parts, strict=True):
             out[rows, ...] = q
     return tuple(outs)
@@ -393,6 +406,20 @@ def normed(x: Any, norm: tuple[Any, Any]) -> Any:
     xp = namespace(x)
     scaled_weight, eps = norm
     return x * scaled_weight / xp.sqrt(xp.vecdot(x, x)[..., None] + eps)
+
+
+def conv_window_step(conv: Any, x: Any, taps: Any) -> tuple[Any, Any]:
+    """One step of a depthwise causal conv on its prepared ``taps`` (K, C) (:func:`halved_taps`):
+    the state ``conv`` (B, K-1, C) and the input ``x`` (B, C) make the window (B, K, C); returns
+    its dot with the taps over K (B, C) and the new state, the window's last K-1 rows (a view).
+
+    The dot runs as one ``einsum`` where the namespace has it (no (B, K, C) product in memory).
+    """
+    xp = namespace(x)
+    xx = xp.concat([conv, x[:, None, :]], axis=1)  # (B, K, C)
+    if hasattr(xp, "einsum"):
+        return xp.einsum("bkc,kc->bc", xx, taps), xx[:, 1:, :]
+    return xp.sum(xx * taps, axis=1), xx[:, 1:, :]
 
 
 def halved_taps(weight: Any) -> Any:

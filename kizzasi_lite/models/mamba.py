@@ -51,6 +51,7 @@ from kizzasi_lite.models._common import (
     check_mamba_common,
     check_numpy_backed,
     check_positive_int,
+    conv_window_step,
     count_layers,
     halved_taps,
     in_stream_blocks,
@@ -444,8 +445,7 @@ def _layer_step_prepared(
     r, n = cfg.time_step_rank, cfg.state_size
     u = normed(x, w["norm"])  # (B, D)
     xz = linear(u, params[p + "in_proj.weight"], params.get(p + "in_proj.bias"))  # (B, 2Di)
-    xx = xp.concat([conv, xz[:, None, :di]], axis=1)  # (B, K, Di): the conv window
-    xs = xp.sum(xx * w["taps"], axis=1)  # (B, Di), halved
+    xs, conv = conv_window_step(conv, xz[:, :di], w["taps"])  # (B, Di), halved
     xs = silu_of_half(xs if w["conv_bias"] is None else xs + w["conv_bias"])  # (B, Di)
     x_dbl = linear(xs, params[p + "x_proj.weight"])  # (B, R + 2N): dt_low, B, C
     dt_w, dt_b = params[p + "dt_proj.weight"], params[p + "dt_proj.bias"]
@@ -455,17 +455,30 @@ def _layer_step_prepared(
     rows, y = in_stream_blocks(partial(_state_update, w["a_t"]), rows, dt, dt * xs, bm, cm)
     y = (y + xs * params[p + "D"]) * silu_of_half(xz[:, di:] * w["half"])  # (B, Di)
     out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, D)
-    return x + out, xx[:, 1:, :], xp.permute_dims(rows, (0, 2, 1))  # state (B, Di, N), a view
+    return x + out, conv, xp.permute_dims(rows, (0, 2, 1))  # state (B, Di, N), a view
 
 
-def _state_update(a_t: Any, ssm: Any, dt: Any, xdt: Any, bm: Any, cm: Any) -> tuple[Any, Any]:
+def _state_update(
+    a_t: Any, ssm: Any, dt: Any, xdt: Any, bm: Any, cm: Any, out: tuple | None = None
+) -> tuple[Any, Any] | None:
     """``h = exp(dt A) h + (dt x) B`` and ``y = C^T h`` for a step, in the (N, Di) layout (every
     elementwise op runs along Di numbers, not N): ``a_t`` (N, Di), ``ssm`` (B, N, Di), ``dt``
     and ``xdt`` = dt x (B, Di), ``bm`` (B, N, 1), ``cm`` (B, 1, N). Returns the new state
-    (B, N, Di) and ``y`` (B, Di)."""
+    (B, N, Di) and ``y`` (B, Di).
+
+    With ``out`` (NumPy arrays of those shapes, :func:`in_stream_blocks`) it writes them instead:
+    the outer product ``B (dt x)`` by ``einsum`` straight into the new state, then the decayed
+    state added to it."""
     xp = namespace(ssm)
-    new = xp.exp(dt[:, None, :] * a_t) * ssm + bm * xdt[:, None, :]  # (B, N, Di)
-    return new, (cm @ new)[:, 0, :]
+    decayed = xp.exp(dt[:, None, :] * a_t) * ssm  # (B, N, Di)
+    if out is None:
+        new = decayed + bm * xdt[:, None, :]  # (B, N, Di)
+        return new, (cm @ new)[:, 0, :]
+    new, y = out
+    xp.einsum("bn,bd->bnd", bm[..., 0], xdt, out=new)
+    new += decayed
+    y[...] = (cm @ new)[:, 0, :]
+    return None
 
 
 def step(

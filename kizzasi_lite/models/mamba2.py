@@ -66,6 +66,7 @@ from kizzasi_lite.models._common import (
     check_mamba_common,
     check_numpy_backed,
     check_positive_int,
+    conv_window_step,
     count_layers,
     halved_taps,
     hf_names,
@@ -787,8 +788,7 @@ def _layer_step_prepared(
     u = normed(x, w["norm"])  # (B, D)
     zx = linear(u, params[pre + "in_proj.weight"], params.get(pre + "in_proj.bias"))  # (B, F)
 
-    xx = xp.concat([conv, zx[:, None, x0:dt0]], axis=1)  # (B, K, conv_dim): the conv window
-    xbc = xp.sum(xx * w["taps"], axis=1)  # (B, conv_dim), halved
+    xbc, conv = conv_window_step(conv, zx[:, x0:dt0], w["taps"])  # (B, conv_dim), halved
     xbc = silu_of_half(xbc if w["conv_bias"] is None else xbc + w["conv_bias"])  # (B, conv_dim)
     dt = xp.logaddexp(zx[:, dt0:] + params[pre + "dt_bias"], w["zero"])  # (B, H): softplus
     lo, hi = cfg.time_step_limit
@@ -815,18 +815,31 @@ def _layer_step_prepared(
     if m:
         y = xp.concat([silu(zx[:, :m]) * zx[:, m : 2 * m], y], axis=-1)  # (B, d_inner)
     out = linear(y, params[pre + "out_proj.weight"], params.get(pre + "out_proj.bias"))  # (B, D)
-    return x + out, xx[:, 1:, :], _from_rows(xp, rows, h, copy=False)
+    return x + out, conv, _from_rows(xp, rows, h, copy=False)
 
 
-def _state_update(ssm: Any, decay: Any, xdt: Any, bm: Any, cm: Any) -> tuple[Any, Any]:
+def _state_update(
+    ssm: Any, decay: Any, xdt: Any, bm: Any, cm: Any, out: tuple | None = None
+) -> tuple[Any, Any] | None:
     """``h = decay h + (dt x) B`` and ``y = C^T h`` for a step, in the (G, N, R*P) layout:
     ``ssm`` (B, G, N, R, P), ``decay`` (B, G, 1, R, 1) per head or (B, G, 1, R, P) spread over
     each head's P numbers (its product then runs along R*P contiguous numbers), ``xdt``
     (B, G, 1, R*P), ``bm`` (B, G, N, 1), ``cm`` (B, G, 1, N). Returns the new state
-    (B, G, N, R*P) and ``y`` (B, G, 1, R*P): every other elementwise op runs along R*P numbers."""
+    (B, G, N, R*P) and ``y`` (B, G, 1, R*P): every other elementwise op runs along R*P numbers.
+
+    With ``out`` (NumPy arrays of those shapes, :func:`in_stream_blocks`) it writes them instead:
+    the outer product ``B (dt x)`` by ``einsum`` straight into the new state, then the decayed
+    state added to it."""
     bsz, g, n, r, p = ssm.shape
-    new = namespace(ssm).reshape(decay * ssm, (bsz, g, n, r * p)) + bm * xdt  # (B, G, N, R*P)
-    return new, cm @ new
+    if out is None:
+        new = namespace(ssm).reshape(decay * ssm, (bsz, g, n, r * p)) + bm * xdt
+        return new, cm @ new  # (B, G, N, R*P), (B, G, 1, R*P)
+    new, y = out
+    xp = namespace(ssm)
+    xp.einsum("bgn,bgk->bgnk", bm[..., 0], xdt[:, :, 0], out=new)
+    new += xp.reshape(decay * ssm, new.shape)
+    y[...] = cm @ new
+    return None
 
 
 def step(

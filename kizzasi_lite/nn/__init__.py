@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from kizzasi_lite.autodiff import custom, plain
-from kizzasi_lite.backends import namespace
+from kizzasi_lite.backends import namespace, overflow_quiet
 
 
 def linear(x: Any, weight: Any, bias: Any = None) -> Any:
@@ -44,7 +42,7 @@ def silu(x: Any) -> Any:
     xv = plain(x)
     xp = namespace(xv)
     m = -xv
-    with np.errstate(over="ignore", invalid="ignore"):  # exp(m) = inf: m / d = -0 (nan at -inf)
+    with overflow_quiet(xp):  # exp(m) = inf: m / d = -0 (nan at -inf)
         d = -1.0 - xp.exp(m)  # -(1 + exp(-x))
         y = m / d
     if xv is x:  # not being differentiated

@@ -64,20 +64,35 @@ def assert_prepared_step_is_plain(arch, cfg, xp, params, dtype, changed_key, del
 def assert_stream_blocks_are_plain(arch, cfg, xp, params, per_stream, monkeypatch):
     """Many streams on NumPy-backed arrays: the step's state update runs in blocks of streams
     written in place (here blocks of 2, 2 and 1 of 5 streams, ``per_stream`` numbers of state
-    each); it equals the plain step."""
+    each) into arrays reused once no state holds them; it equals the plain step, and steps
+    from a state leave it (and the states before it) as they were."""
+    from kizzasi_lite import backends
     from kizzasi_lite.models import _common
 
     monkeypatch.setattr(_common, "_STATE_BLOCK_NUMBERS", 2 * per_stream)
+    monkeypatch.setattr(backends, "_SPARE_MIN_BYTES", 1)  # every new state from the spares
+    monkeypatch.setattr(backends, "_spares", {})
     s0 = random_state(arch, xp, cfg, 5, "float64")
     x = rand(xp, (5, cfg.hidden_size), seed=4, dtype="float64")
     calls, update = [], arch._state_update
-    monkeypatch.setattr(arch, "_state_update", lambda *a: calls.append(1) or update(*a))
+    monkeypatch.setattr(arch, "_state_update", lambda *a, **kw: calls.append(1) or update(*a, **kw))
     y, s = arch.step(cfg, params, x, s0)
     y_ref, s_ref = arch._step_plain(cfg, params, x, s0)
     assert len(calls) == cfg.num_hidden_layers * (3 if loops_are_cheap(x) else 1)
     assert_close(y, y_ref, xp=xp, rtol=1e-12, atol=1e-12)
     for key in s:
         assert_close(s[key], s_ref[key], xp=xp, rtol=1e-12, atol=1e-12)
+
+    kept = {k: to_numpy(v).copy() for k, v in s.items()}
+    later = s
+    for _ in range(4):  # the states in between are dropped: their arrays are given again
+        _, later = arch.step(cfg, params, x, later)
+    for key in s:
+        np.testing.assert_array_equal(to_numpy(s[key]), kept[key])
+    y_again, s_again = arch.step(cfg, params, x, s0)
+    np.testing.assert_array_equal(to_numpy(y_again), to_numpy(y))
+    for key in s:
+        np.testing.assert_array_equal(to_numpy(s_again[key]), kept[key])
 
 
 def assert_blocked_scan_is_chunked(blocked, chunked, args, block, dtype, xp):
