@@ -217,6 +217,17 @@ def spare_empty(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
     return out
 
 
+def sliding_windows(x: Any, k: int) -> Any:
+    """For a plain NumPy array ``x`` (..., T, C): its windows of ``k`` steps as a view
+    (..., T - k + 1, C, k), with no copy; None for any other array (the array API has no
+    strided views), so the caller takes its general path."""
+    if type(x).__module__ != "numpy":
+        return None
+    import numpy as np
+
+    return np.lib.stride_tricks.sliding_window_view(x, k, axis=-2)
+
+
 def overflow_quiet(xp: Any) -> Any:
     """A context in which NumPy computes overflows and invalid values without warnings (for ops
     whose inf or nan is the intended result): NumPy's ``errstate`` for the NumPy-backed
@@ -244,6 +255,7 @@ __all__ = [
     "namespace",
     "loops_are_cheap",
     "overflow_quiet",
+    "sliding_windows",
     "spare_empty",
     "to_numpy",
 ]
