@@ -223,6 +223,8 @@ def sliding_windows(x: Any, k: int) -> Any:
     strided views), so the caller takes its general path."""
     if type(x).__module__ != "numpy":
         return None
+    if x.shape[-2] == k:  # one window, x itself (sliding_window_view costs ~13 us a call)
+        return x.swapaxes(-1, -2)[..., None, :, :]
     import numpy as np
 
     return np.lib.stride_tricks.sliding_window_view(x, k, axis=-2)

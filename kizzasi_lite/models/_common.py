@@ -30,7 +30,7 @@ from kizzasi_lite.backends import (
     spare_empty,
 )
 from kizzasi_lite.errors import ConfigError, InputError, WeightsError
-from kizzasi_lite.nn import conv_taps, rms_norm, window_dot
+from kizzasi_lite.nn import conv_taps, rms_norm
 
 # ---------------------------------------------------------------------------------------------
 # configs
@@ -406,14 +406,6 @@ def normed(x: Any, norm: tuple[Any, Any]) -> Any:
     xp = namespace(x)
     scaled_weight, eps = norm
     return x * scaled_weight / xp.sqrt(xp.vecdot(x, x)[..., None] + eps)
-
-
-def conv_window_step(conv: Any, x: Any, taps: Any) -> tuple[Any, Any]:
-    """One step of a depthwise causal conv on its prepared ``taps`` (K, C) (:func:`halved_taps`):
-    the state ``conv`` (B, K-1, C) and the input ``x`` (B, C) make the window (B, K, C); returns
-    its dot with the taps over K (B, C) and the new state, the window's last K-1 rows (a view)."""
-    xx = namespace(x).concat([conv, x[:, None, :]], axis=1)  # (B, K, C)
-    return window_dot(xx, taps)[:, 0, :], xx[:, 1:, :]
 
 
 def halved_taps(weight: Any) -> Any:

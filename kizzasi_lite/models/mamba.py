@@ -51,7 +51,6 @@ from kizzasi_lite.models._common import (
     check_mamba_common,
     check_numpy_backed,
     check_positive_int,
-    conv_window_step,
     count_layers,
     halved_taps,
     in_stream_blocks,
@@ -73,6 +72,7 @@ from kizzasi_lite.models._common import (
 from kizzasi_lite.nn import (
     causal_conv1d,
     causal_conv1d_step,
+    conv_step,
     linear,
     silu,
     silu_of_half,
@@ -445,7 +445,7 @@ def _layer_step_prepared(
     r, n = cfg.time_step_rank, cfg.state_size
     u = normed(x, w["norm"])  # (B, D)
     xz = linear(u, params[p + "in_proj.weight"], params.get(p + "in_proj.bias"))  # (B, 2Di)
-    xs, conv = conv_window_step(conv, xz[:, :di], w["taps"])  # (B, Di), halved
+    xs, conv = conv_step(xz[:, :di], w["taps"], conv)  # (B, Di), halved
     xs = silu_of_half(xs if w["conv_bias"] is None else xs + w["conv_bias"])  # (B, Di)
     x_dbl = linear(xs, params[p + "x_proj.weight"])  # (B, R + 2N): dt_low, B, C
     dt_w, dt_b = params[p + "dt_proj.weight"], params[p + "dt_proj.bias"]

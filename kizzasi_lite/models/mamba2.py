@@ -66,7 +66,6 @@ from kizzasi_lite.models._common import (
     check_mamba_common,
     check_numpy_backed,
     check_positive_int,
-    conv_window_step,
     count_layers,
     halved_taps,
     hf_names,
@@ -90,6 +89,7 @@ from kizzasi_lite.models._common import (
 from kizzasi_lite.nn import (
     causal_conv1d,
     causal_conv1d_step,
+    conv_step,
     gated_rms_norm,
     linear,
     rms_norm,
@@ -788,7 +788,7 @@ def _layer_step_prepared(
     u = normed(x, w["norm"])  # (B, D)
     zx = linear(u, params[pre + "in_proj.weight"], params.get(pre + "in_proj.bias"))  # (B, F)
 
-    xbc, conv = conv_window_step(conv, zx[:, x0:dt0], w["taps"])  # (B, conv_dim), halved
+    xbc, conv = conv_step(zx[:, x0:dt0], w["taps"], conv)  # (B, conv_dim), halved
     xbc = silu_of_half(xbc if w["conv_bias"] is None else xbc + w["conv_bias"])  # (B, conv_dim)
     dt = xp.logaddexp(zx[:, dt0:] + params[pre + "dt_bias"], w["zero"])  # (B, H): softplus
     lo, hi = cfg.time_step_limit

@@ -181,9 +181,15 @@ def window_dot(xx: Any, taps: Any) -> Any:
 
 def causal_conv1d_step(x: Any, weight: Any, bias: Any, state: Any) -> tuple[Any, Any]:
     """One step of :func:`causal_conv1d`: ``x`` (B, C), ``state`` (B, K-1, C) -> (B, C), state."""
-    xp = namespace(x, weight, state)
-    xx = xp.concat([state, x[:, None, :]], axis=1)  # (B, K, C)
-    y = window_dot(xx, conv_taps(weight))[:, 0, :]  # (B, C)
+    y, state = conv_step(x, weight[:, 0, :].mT, state)  # (B, C), (B, K-1, C)
     if bias is not None:
         y = y + bias
-    return y, xx[:, 1:, :]
+    return y, state
+
+
+def conv_step(x: Any, taps: Any, state: Any) -> tuple[Any, Any]:
+    """:func:`causal_conv1d_step` on the conv's ``taps`` (K, C) and without its bias: ``x``
+    (B, C) and ``state`` (B, K-1, C) make the window (B, K, C); returns its dot with the taps
+    (B, C) and the new state, the window's last K-1 rows (a view)."""
+    xx = namespace(x, taps, state).concat([state, x[:, None, :]], axis=1)  # (B, K, C)
+    return window_dot(xx, taps)[:, 0, :], xx[:, 1:, :]
