@@ -830,12 +830,11 @@ def _state_update(
     With ``out`` (NumPy arrays of those shapes, :func:`in_stream_blocks`) it writes them instead:
     the outer product ``B (dt x)`` by ``einsum`` straight into the new state, then the decayed
     state added to it."""
-    bsz, g, n, r, p = ssm.shape
+    xp, (bsz, g, n, r, p) = namespace(ssm), ssm.shape
     if out is None:
-        new = namespace(ssm).reshape(decay * ssm, (bsz, g, n, r * p)) + bm * xdt
+        new = xp.reshape(decay * ssm, (bsz, g, n, r * p)) + bm * xdt
         return new, cm @ new  # (B, G, N, R*P), (B, G, 1, R*P)
     new, y = out
-    xp = namespace(ssm)
     xp.einsum("bgn,bgk->bgnk", bm[..., 0], xdt[:, :, 0], out=new)
     new += xp.reshape(decay * ssm, new.shape)
     y[...] = cm @ new
