@@ -74,6 +74,7 @@ from kizzasi_lite.nn import (
     causal_conv1d_step,
     conv_step,
     linear,
+    outer,
     silu,
     silu_of_half,
     softplus,
@@ -267,7 +268,7 @@ def _block_states(xp: Any, dt: Any, xs: Any, a_t: Any, bm: Any, h: Any) -> tuple
     ``xs`` (B, L, Di), ``a_t`` (N, Di), ``bm`` (B, L, N) and the state ``h`` (B, N, Di) before it.
     The states are written in place over the block's inputs (NumPy-backed arrays only)."""
     da = xp.exp(dt[:, :, None, :] * a_t)  # (B, L, N, Di)
-    hs = bm[:, :, :, None] * (dt * xs)[:, :, None, :]  # (B, L, N, Di): the inputs dt x B
+    hs = outer(bm, dt * xs)  # (B, L, N, Di): the inputs dt x B
     for j in range(hs.shape[1]):  # in place: row j becomes the state after step j
         row = hs[:, j, ...]  # (B, N, Di), a view
         row += da[:, j, ...] * h
@@ -343,7 +344,7 @@ def _ssm_backward(v: list, starts: list, block: int, gy: Any, gh: Any) -> dict[s
         sl = slice(k * block, min((k + 1) * block, t))
         dtb, xsb, bmb, gyb = dt[:, sl, ...], xs[:, sl, ...], bm[:, sl, ...], gy[:, sl, ...]
         hs, da = _block_states(xp, dtb, xsb, a_t, bmb, starts[k])  # (B, L, N, Di) each
-        lam = cm[:, sl, :, None] * gyb[:, :, None, :]  # (B, L, N, Di): gy_t C_t, then lambda
+        lam = outer(cm[:, sl, :], gyb)  # (B, L, N, Di): gy_t C_t, then lambda
         last = lam[:, -1, ...]
         last += lam_in  # lambda of the step after the block, already through its decay
         for j in range(hs.shape[1] - 2, -1, -1):  # in place, backwards
@@ -412,12 +413,11 @@ def _mixer_step(
 def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple]:
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
     (the pre-norm for :func:`normed`), ``a_t`` (N, Di) = -exp(A_log)^T, ``taps`` (K, Di) the conv
-    weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`), ``half`` and
-    ``zero`` 0-d arrays (the gate's halving; softplus as one ``logaddexp``); then the final
-    norm's :func:`step_norm`."""
+    weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`), ``half`` a 0-d
+    array (the gate's halving); then the final norm's :func:`step_norm`."""
     xp = namespace(*params.values())
     dtype = params["layers.0.mixer.D"].dtype
-    half, zero = xp.asarray(0.5, dtype=dtype), xp.asarray(0.0, dtype=dtype)
+    half = xp.asarray(0.5, dtype=dtype)
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
@@ -429,7 +429,6 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, Di)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (Di,)
                 "half": half,
-                "zero": zero,
             }
         )
     return layers, step_norm(params["norm_f.weight"], cfg.layer_norm_epsilon)
@@ -449,7 +448,7 @@ def _layer_step_prepared(
     xs = silu_of_half(xs if w["conv_bias"] is None else xs + w["conv_bias"])  # (B, Di)
     x_dbl = linear(xs, params[p + "x_proj.weight"])  # (B, R + 2N): dt_low, B, C
     dt_w, dt_b = params[p + "dt_proj.weight"], params[p + "dt_proj.bias"]
-    dt = xp.logaddexp(linear(x_dbl[:, :r], dt_w, dt_b), w["zero"])  # (B, Di): softplus
+    dt = softplus(linear(x_dbl[:, :r], dt_w, dt_b))  # (B, Di)
     bm, cm = x_dbl[:, r : r + n, None], x_dbl[:, None, r + n :]  # (B, N, 1), (B, 1, N)
     rows = xp.permute_dims(ssm, (0, 2, 1))  # (B, N, Di): contiguous after a step or forward
     rows, y = in_stream_blocks(partial(_state_update, w["a_t"]), rows, dt, dt * xs, bm, cm)

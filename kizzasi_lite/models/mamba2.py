@@ -92,6 +92,7 @@ from kizzasi_lite.nn import (
     conv_step,
     gated_rms_norm,
     linear,
+    outer,
     rms_norm,
     silu,
     silu_of_half,
@@ -525,7 +526,7 @@ def _ssd_block(xp: Any, x: Any, dt: Any, a: Any, bm: Any, state: Any) -> tuple[A
     decay = xp.broadcast_to(xp.exp(dt * a)[..., None], (bsz, steps, h, p))  # (B, L, H, P)
     decay = xp.reshape(decay, (bsz, steps, g, 1, rp))  # (B, L, G, 1, R*P)
     xdt = xp.reshape(x * dt[..., None], (bsz, steps, g, 1, rp))  # (B, L, G, 1, R*P)
-    states = bm[..., None] * xdt  # (B, L, G, N, R*P): the inputs
+    states = outer(bm, xdt[..., 0, :])  # (B, L, G, N, R*P): the inputs
     for j in range(steps):  # in place: row j becomes the state after step j
         row = states[:, j, ...]  # (B, G, N, R*P), a view
         row += decay[:, j, ...] * state
@@ -620,7 +621,7 @@ def _ssd_backward(v: list, starts: list, block: int, gy: Any, gh: Any) -> dict[s
         hs, decay, xdt = _ssd_block(xp, xb, dtb, a, bmb, starts[k])  # (B, L, G, N|1, R*P)
         steps = hs.shape[1]
         gyb = xp.reshape(gy[:, sl, ...], (bsz, steps, g, 1, rp))  # (B, L, G, 1, R*P)
-        lam = cmb[..., None] * gyb  # (B, L, G, N, R*P): gy_t C_t, then lambda (in place)
+        lam = outer(cmb, gyb[..., 0, :])  # (B, L, G, N, R*P): gy_t C_t, then lambda (in place)
         last = lam[:, -1, ...]
         last += lam_in  # lambda of the step after the block, already through its decay
         for j in range(steps - 2, -1, -1):
@@ -742,13 +743,13 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
     and ``gated_norm`` (the norms for :func:`normed`); ``taps`` (K, conv_dim) the conv weights,
     time first, and ``conv_bias``, both halved (SiLU's input comes out halved, for
     :func:`silu_of_half`); ``a`` (G, 1, R, 1) = -exp(A_log); ``d`` (H * P,) the skip ``D``
-    repeated over each head's channels; ``half`` and ``zero``, 0-d arrays of the weights' dtype
-    (at a step's sizes an op with a 0-d array costs half one with a Python float); then the
+    repeated over each head's channels; ``half``, a 0-d array of the weights' dtype (at a
+    step's sizes an op with a 0-d array costs half one with a Python float); then the
     final norm's :func:`step_norm`."""
     xp = namespace(*params.values())
     g, h, eps = cfg.n_groups, cfg.num_heads, cfg.layer_norm_epsilon
     dtype = params["layers.0.mixer.D"].dtype
-    half, zero = xp.asarray(0.5, dtype=dtype), xp.asarray(0.0, dtype=dtype)
+    half = xp.asarray(0.5, dtype=dtype)
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
@@ -764,7 +765,6 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
                 "a": xp.reshape(-xp.exp(params[p + "A_log"]), (g, 1, h // g, 1)),  # (G, 1, R, 1)
                 "d": xp.reshape(skip, (cfg.d_ssm,)) * 1.0,  # (H * P,), a new array
                 "half": half,
-                "zero": zero,
             }
         )
     return layers, step_norm(params["norm_f.weight"], eps)
@@ -790,7 +790,7 @@ def _layer_step_prepared(
 
     xbc, conv = conv_step(zx[:, x0:dt0], w["taps"], conv)  # (B, conv_dim), halved
     xbc = silu_of_half(xbc if w["conv_bias"] is None else xbc + w["conv_bias"])  # (B, conv_dim)
-    dt = xp.logaddexp(zx[:, dt0:] + params[pre + "dt_bias"], w["zero"])  # (B, H): softplus
+    dt = softplus(zx[:, dt0:] + params[pre + "dt_bias"])  # (B, H)
     lo, hi = cfg.time_step_limit
     if lo > 0.0 or hi < math.inf:
         dt = xp.clip(dt, min=lo, max=hi)

@@ -5,17 +5,21 @@ import warnings
 import numpy as np
 import pytest
 
+from kizzasi_lite import nn
 from kizzasi_lite.backends import backend_name, namespace, to_numpy
-from kizzasi_lite.nn import silu, silu_of_half, softplus
+from kizzasi_lite.nn import outer, silu, silu_of_half, softplus
 from tests.gradcheck import check_grad
 
 
+@pytest.mark.parametrize("copies", [1, 2], ids=["one-call", "twelve-calls"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_softplus_is_precise_over_its_whole_range(xp, dtype):
+def test_softplus_is_precise_over_its_whole_range(xp, dtype, copies):
     """softplus keeps log1p's relative precision, from e^-80 (no rounding of 1 + e^x may lose
-    it) through 0 to large x, where it is x."""
+    it) through 0 to large x, where it is x: a step's few numbers (one ``logaddexp``) and more
+    than ``_ONE_CALL_NUMBERS`` (the vectorised form)."""
     x = np.concatenate([-np.geomspace(80.0, 1e-6, 400), [0.0], np.geomspace(1e-6, 80.0, 400)])
-    x = x.astype(dtype)
+    x = np.tile(x, copies).astype(dtype)
+    assert (x.size <= nn._ONE_CALL_NUMBERS) == (copies == 1)
     ref = np.logaddexp(x.astype(np.float64), 0.0)  # of the same (rounded) inputs
     got = to_numpy(softplus(xp.asarray(x)))
     rtol = 4e-7 if dtype == "float32" else 1e-15
@@ -73,3 +77,14 @@ def test_silu_gradient_is_the_finite_difference(xp):
         return namespace(p["x"]).sum(silu(p["x"]) * xp.asarray(w))
 
     check_grad(loss, {"x": xp.asarray(x)}, entries=10, rtol=1e-7)
+
+
+def test_outer_is_the_broadcast_product(xp):
+    """``outer`` of matching rows equals the broadcast product, exactly (one product each), on
+    plain NumPy (its ``einsum``) and on every other backend."""
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((2, 3, 5)).astype(np.float32)
+    v = rng.standard_normal((2, 3, 7)).astype(np.float32)
+    got = to_numpy(outer(xp.asarray(u), xp.asarray(v)))
+    assert got.shape == (2, 3, 5, 7)
+    np.testing.assert_array_equal(got, u[..., :, None] * v[..., None, :])
