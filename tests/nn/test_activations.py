@@ -16,10 +16,10 @@ from tests.gradcheck import check_grad
 def test_softplus_is_precise_over_its_whole_range(xp, dtype, copies):
     """softplus keeps log1p's relative precision, from e^-80 (no rounding of 1 + e^x may lose
     it) through 0 to large x, where it is x: a step's few numbers (one ``logaddexp``) and more
-    than ``_ONE_CALL_NUMBERS`` (the vectorised form)."""
+    than ``_FEW_NUMBERS`` (the vectorised form)."""
     x = np.concatenate([-np.geomspace(80.0, 1e-6, 400), [0.0], np.geomspace(1e-6, 80.0, 400)])
     x = np.tile(x, copies).astype(dtype)
-    assert (x.size <= nn._ONE_CALL_NUMBERS) == (copies == 1)
+    assert (x.size <= nn._FEW_NUMBERS) == (copies == 1)
     ref = np.logaddexp(x.astype(np.float64), 0.0)  # of the same (rounded) inputs
     got = to_numpy(softplus(xp.asarray(x)))
     rtol = 4e-7 if dtype == "float32" else 1e-15
@@ -57,14 +57,28 @@ def test_silu_is_tiny_far_in_the_negative_tail_as_torch(xp):
     assert np.isnan(got[5]) and got[6] == np.inf and np.isnan(got[7])
 
 
-def test_silu_of_half_is_silu_of_twice_its_input(xp):
-    x = np.linspace(-30.0, 30.0, 601)
+@pytest.mark.parametrize("points", [601, 1801], ids=["tanh-form", "exp-form"])
+def test_silu_of_half_is_silu_of_twice_its_input(xp, points):
+    x = np.linspace(-30.0, 30.0, points)
+    assert (x.size <= nn._FEW_NUMBERS) == (points == 601)
     np.testing.assert_allclose(
         to_numpy(silu_of_half(xp.asarray(0.5 * x))),
         to_numpy(silu(xp.asarray(x))),
         rtol=1e-12,
         atol=1e-14,  # h + h tanh(h) cancels in the negative tail: ~|h| eps absolute
     )
+
+
+@pytest.mark.parametrize("copies", [1, 200], ids=["tanh-form", "exp-form"])
+def test_silu_of_half_is_tiny_far_in_the_negative_tail(xp, copies):
+    """Both forms give a non-positive number below 1.3e-36 in magnitude where ``silu(2 h)`` is
+    one, with no overflow warning, and pass inf and nan as silu does."""
+    h = np.array([-3e38, -1e4, -45.0, -44.0, np.inf, np.nan], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = to_numpy(silu_of_half(xp.asarray(np.tile(h, copies))))[:6]
+    assert np.all(got[:4] <= 0.0) and np.all(got[:4] >= -1.3e-36)
+    assert got[4] == np.inf and np.isnan(got[5])
 
 
 def test_silu_gradient_is_the_finite_difference(xp):
