@@ -22,7 +22,9 @@ Every time is the median over ``--repeats`` blocks of calls (each block lasts ab
 call; a case whose call takes over 2 s gets at most 3 blocks); the blocks of ours and theirs
 alternate, so that a slow spell of a shared machine slows both sides alike. The machine's single-precision matmul peak (NumPy ``a @ b``, n = 2048) and memory bandwidth
 (NumPy copy of 256 MiB, read + write counted) are measured in the same run; the roofline floor and
-the FLOP and byte counts are documented in ``costs.py``.
+the FLOP and byte counts are documented in ``costs.py``. So are NumPy's float32 ``exp`` and product
+per number (in cache): not limits of the roofline, but the price of the elementwise passes that
+NumPy makes one at a time (Mamba's ``exp(dt A)`` over (T, d_inner, N), every SiLU).
 
     .venv/bin/python asv_bench/compare.py --threads 1 --json out.json   # all (~30 min on 2 cores)
     .venv/bin/python asv_bench/compare.py --archs mamba2 --batches 1,64 --forward-lens 4096
@@ -127,7 +129,9 @@ def measure_pair(
 
 
 def machine_limits(np: Any, repeats: int) -> dict[str, float]:
-    """Measured float32 matmul peak (FLOP/s) and memory bandwidth (bytes/s, copy read + write)."""
+    """Measured float32 matmul peak (FLOP/s) and memory bandwidth (bytes/s, copy read + write),
+    and NumPy's float32 ``exp`` and product (seconds a number, over 1 MiB, which stays in cache):
+    not roofline limits, but what the elementwise passes of a case cost on this machine."""
     rng = np.random.default_rng(0)
     n = 2048
     a = rng.standard_normal((n, n), dtype=np.float32)
@@ -139,6 +143,13 @@ def machine_limits(np: Any, repeats: int) -> dict[str, float]:
         dst = np.empty_like(src)
         t = measure(lambda src=src, dst=dst: np.copyto(dst, src), repeats)
         out[label] = 2 * nbytes / t["median_s"]
+    x = rng.uniform(-4.0, 0.0, 1 << 18).astype(np.float32)
+    y = np.empty_like(x)
+    for label, call in (
+        ("exp_s", lambda: np.exp(x, out=y)),
+        ("mul_s", lambda: np.multiply(x, x, out=y)),
+    ):
+        out[label] = measure(call, repeats)["median_s"] / x.size
     return out
 
 
@@ -472,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {load}, torch threads {torch.get_num_threads()}\n"
         f"float32 matmul peak {limits['matmul_peak_flops'] / 1e9:.1f} GFLOP/s (n=2048); "
         f"copy bandwidth {limits['bandwidth'] / 1e9:.2f} GB/s (256 MiB), "
-        f"{limits['bandwidth_8MiB'] / 1e9:.2f} GB/s (8 MiB)\n"
+        f"{limits['bandwidth_8MiB'] / 1e9:.2f} GB/s (8 MiB); NumPy float32 exp "
+        f"{limits['exp_s'] * 1e9:.2f} ns a number, product {limits['mul_s'] * 1e9:.2f} ns\n"
     )
     print(HEADER)
     rows = []
