@@ -454,7 +454,8 @@ def ssd_factored(
         return xp.astype(xp.exp(v), x.dtype)
 
     xc = _chunks(xp, xp.reshape(x, (bsz, t, h * p)), nc, q)  # (B, NC, Q, H*P)
-    scaled = xp.astype(xp.exp(m - cum) * dtc, x.dtype)  # (B, NC, Q, H): exp(m - c_s) dt_s
+    e_in = xp.exp(m - cum)  # (B, NC, Q, H): exp(m - c_s), float64
+    scaled = xp.astype(e_in * dtc, x.dtype)  # (B, NC, Q, H): exp(m - c_s) dt_s
     xs = xp.reshape(xc, (bsz, nc, q, g, rp)) * spread(scaled)  # (B, NC, Q, G, R*P)
     z = xp.empty((bsz, nc, g, q + n, rp), dtype=x.dtype)  # per chunk: [X'; S']
     z[:, :, :, :q, :] = xp.permute_dims(xs, (0, 1, 3, 2, 4))  # X'
@@ -482,7 +483,10 @@ def ssd_factored(
     cb = xp.matmul(cc, xp.matrix_transpose(bc)) * _lower_ones(xp, x.dtype, q)  # causal C B^T
     y = xp.matmul(xp.concat([cb, cc], axis=-1), z)  # (B, NC, G, Q, R*P)
     y = xp.reshape(xp.permute_dims(y, (0, 1, 3, 2, 4)), (bsz, nc, q, h * p))  # (B,NC,Q,H*P)
-    y = y * xp.repeat(exp(xp.where(strong, cum, cum - m)), p, axis=-1)  # exp(c_l - m)
+    e_out = 1.0 / xp.where(strong, 1.0, e_in)  # (B, NC, Q, H): exp(c_l - m), with no 2nd exp
+    for k in heads:  # a strong head reads its state unscaled (S'_c = S_c): exp(c_l)
+        e_out[..., k] = xp.exp(cum[..., k])  # (its exp(m - c) above may underflow to 0)
+    y = y * xp.repeat(xp.astype(e_out, x.dtype), p, axis=-1)  # the outputs' factors
     if skip is not None:
         y = y + xc * xp.repeat(skip, p)  # D x
     if heads:  # the strong heads' outputs from inside each chunk, from their own decays

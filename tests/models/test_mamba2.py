@@ -1,6 +1,7 @@
 import contextlib
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -188,6 +189,29 @@ def test_ssd_factored_matches_the_recurrence(xp, dtype, t, chunk, groups, strong
     assert_close(h_last, xp.asarray(h_ref.astype(dtype)), xp=xp, **t32)
     y, h_last = arch.ssd_factored(*args, chunk)  # no skip
     assert_close(y, xp.asarray(y_ref.astype(dtype)), xp=xp, **t32)
+
+
+def test_ssd_factored_is_quiet_when_a_head_decays_beyond_float64():
+    """A head whose decay over one chunk is beyond float64's range (dt a = -1000 a step:
+    exp(m - c) underflows to 0 where the other heads' factors are divided out) still gives the
+    recurrence's outputs and state, with no floating-point warning."""
+    rng = np.random.default_rng(7)
+    t, h = 70, 3
+    x, bm, cm = (
+        rng.normal(size=(1, t, h, 4)),
+        rng.normal(size=(1, t, 1, 5)),
+        rng.normal(size=(1, t, 1, 5)),
+    )
+    h0 = rng.normal(size=(1, h, 4, 5))
+    dt = rng.uniform(0.01, 0.5, size=(1, t, h))
+    dt[..., 1] = 1000.0
+    a = -np.ones(h)
+    y_ref, h_ref = _ssd_sequential(x, dt, a, bm, cm, h0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y, h_last = arch.ssd_factored(x, dt, a, bm, cm, h0, 32)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(h_last, h_ref, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("total", [119.0, 121.0])  # span 59.5: factored; 60.5: strong
