@@ -41,6 +41,12 @@ def _glibc() -> bool:
         return False
 
 
+# What names a module rather than serving as its contents: not copied from array_api_compat.numpy
+# (its __spec__ would make the namespace print as that module).
+_MODULE_IDENTITY = ("__name__", "__doc__", "__spec__", "__loader__", "__file__", "__path__",
+                    "__package__", "__cached__")  # fmt: skip
+
+
 def numpy_namespace(compat: ModuleType) -> ModuleType:
     """A module with every public name of ``compat`` (``array_api_compat.numpy``), with the
     functions above replaced."""
@@ -50,7 +56,7 @@ def numpy_namespace(compat: ModuleType) -> ModuleType:
         np.empty(_MALLOC_PRIMER_BYTES, dtype=np.uint8)  # mapped and freed, never written (above)
 
     ns = ModuleType("kizzasi_lite.backends.numpy", compat.__doc__)
-    ns.__dict__.update({k: v for k, v in vars(compat).items() if k not in ("__name__", "__doc__")})
+    ns.__dict__.update({k: v for k, v in vars(compat).items() if k not in _MODULE_IDENTITY})
 
     def floating(x: Any) -> bool:
         """A non-empty float32 or float64 NumPy array."""

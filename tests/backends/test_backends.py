@@ -22,6 +22,13 @@ def test_namespace_round_trip(xp):
     np.testing.assert_array_equal(to_numpy(x), [1.0, 2.0])
 
 
+def test_numpy_namespace_names_itself():
+    """Our NumPy namespace prints as itself, not as the array_api_compat module it extends."""
+    xp = get_namespace("numpy")
+    assert "kizzasi_lite.backends.numpy" in repr(xp)
+    assert "array_api_compat" not in repr(xp)
+
+
 def test_unknown_backend_is_a_kizzasi_error():
     with pytest.raises(KizzasiError, match="backend must be one of"):
         get_namespace("tensorflow")
