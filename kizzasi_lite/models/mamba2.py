@@ -483,9 +483,11 @@ def ssd_factored(
     cb = xp.matmul(cc, xp.matrix_transpose(bc)) * _lower_ones(xp, x.dtype, q)  # causal C B^T
     y = xp.matmul(xp.concat([cb, cc], axis=-1), z)  # (B, NC, G, Q, R*P)
     y = xp.reshape(xp.permute_dims(y, (0, 1, 3, 2, 4)), (bsz, nc, q, h * p))  # (B,NC,Q,H*P)
-    e_out = 1.0 / xp.where(strong, 1.0, e_in)  # (B, NC, Q, H): exp(c_l - m), with no 2nd exp
-    for k in heads:  # a strong head reads its state unscaled (S'_c = S_c): exp(c_l)
-        e_out[..., k] = xp.exp(cum[..., k])  # (its exp(m - c) above may underflow to 0)
+    # the outputs' factors exp(c_l - m), with no second exp; a strong head's exp(m - c) may
+    # underflow to 0, so it is not divided: it reads its state unscaled (S'_c = S_c), exp(c_l)
+    e_out = 1.0 / xp.where(strong, 1.0, e_in)  # (B, NC, Q, H)
+    for k in heads:
+        e_out[..., k] = xp.exp(cum[..., k])
     y = y * xp.repeat(xp.astype(e_out, x.dtype), p, axis=-1)  # the outputs' factors
     if skip is not None:
         y = y + xc * xp.repeat(skip, p)  # D x

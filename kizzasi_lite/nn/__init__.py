@@ -206,7 +206,8 @@ def window_dot(xx: Any, taps: Any) -> Any:
 
 def causal_conv1d_step(x: Any, weight: Any, bias: Any, state: Any) -> tuple[Any, Any]:
     """One step of :func:`causal_conv1d`: ``x`` (B, C), ``state`` (B, K-1, C) -> (B, C), state."""
-    y, state = conv_step(x, weight[:, 0, :].mT, state)  # (B, C), (B, K-1, C)
+    taps = weight[:, 0, :].mT  # (K, C): conv_taps' view, not its contiguous copy, for one step
+    y, state = conv_step(x, taps, state)  # (B, C), (B, K-1, C)
     if bias is not None:
         y = y + bias
     return y, state
