@@ -75,6 +75,7 @@ from kizzasi_lite.models._common import (
     merge_checked,
     need,
     normed,
+    project,
     resolve_dtype,
     run_mamba_sequence,
     run_mamba_stack,
@@ -83,6 +84,7 @@ from kizzasi_lite.models._common import (
     scan_path,
     select_params,
     step_norm,
+    step_projections,
     strip_prefix,
     traced,
 )
@@ -744,33 +746,50 @@ def _mixer(
 # the single step at inference: _mixer's math in fewer array calls, on arrays prepared once
 
 
+# Streams up to which a step's state update is _ssd_step's, in the state's (B, H, P, N) layout:
+# at one stream it took ~0.9x the time of the (G, N, R*P) layout's (no transposes in and out), at
+# 4 streams alike, at 16 streams 1.1x (its inner loops run along N numbers, not R*P).
+_FEW_STREAMS = 4
+
+
 def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple]:
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
     and ``gated_norm`` (the norms for :func:`normed`); ``taps`` (K, conv_dim) the conv weights,
     time first, and ``conv_bias``, both halved (SiLU's input comes out halved, for
     :func:`silu_of_half`); ``a`` (G, 1, R, 1) = -exp(A_log); ``d`` (H * P,) the skip ``D``
     repeated over each head's channels; ``half``, a 0-d array of the weights' dtype (at a
-    step's sizes an op with a 0-d array costs half one with a Python float); then the
-    final norm's :func:`step_norm`."""
+    step's sizes an op with a 0-d array costs half one with a Python float); ``in_proj`` and
+    ``out_proj``, the projections' (in, out) copies or None (:func:`step_projections`); then
+    the final norm's :func:`step_norm`."""
     xp = namespace(*params.values())
     g, h, eps = cfg.n_groups, cfg.num_heads, cfg.layer_norm_epsilon
     dtype = params["layers.0.mixer.D"].dtype
     half = xp.asarray(0.5, dtype=dtype)
+    projections = [
+        f"layers.{i}.mixer.{name}.weight"
+        for i in range(cfg.num_hidden_layers)
+        for name in ("in_proj", "out_proj")
+    ]
+    copies = step_projections(params, projections)
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
         gated = xp.reshape(params[p + "norm.weight"], (g, cfg.d_ssm // g))  # (G, d_ssm/G)
         conv_bias = params.get(p + "conv1d.bias")
         skip = xp.broadcast_to(params[p + "D"][:, None], (h, cfg.head_dim))  # (H, P)
+        a = -xp.exp(params[p + "A_log"])  # (H,)
         layers.append(
             {
                 "norm": step_norm(params[f"layers.{i}.norm.weight"], eps),  # (D,), 0-d
                 "gated_norm": step_norm(gated, eps),  # (G, d_ssm/G), 0-d
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, conv_dim)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (conv_dim,)
-                "a": xp.reshape(-xp.exp(params[p + "A_log"]), (g, 1, h // g, 1)),  # (G, 1, R, 1)
+                "a_heads": a,  # (H,)
+                "a": xp.reshape(a, (g, 1, h // g, 1)),  # (G, 1, R, 1), a view of a_heads
                 "d": xp.reshape(skip, (cfg.d_ssm,)) * 1.0,  # (H * P,), a new array
                 "half": half,
+                "in_proj": copies.get(p + "in_proj.weight"),  # (D, F) or None
+                "out_proj": copies.get(p + "out_proj.weight"),  # (d_inner, D) or None
             }
         )
     return layers, step_norm(params["norm_f.weight"], eps)
@@ -782,8 +801,10 @@ def _layer_step_prepared(
     """Layer ``i`` of :func:`_step_plain`, ``x + out_proj(mixer(RMSNorm(x)))``, on its prepared
     arrays ``w``: ``x`` (B, D), ``conv`` (B, K-1, conv_dim), ``ssm`` (B, H, P, N).
 
-    The state update runs per group of heads sharing ``B`` and ``C`` (as ``_ssd_step``), each
-    operand shaped straight into its broadcast shape; the skip ``D x`` runs over (B, H*P) rows.
+    Up to ``_FEW_STREAMS`` streams, the state update is :func:`_ssd_step`'s, in the state's own
+    layout. More streams go in the (G, N, R*P) layout, each operand shaped straight into its
+    broadcast shape, in blocks of streams (:func:`in_stream_blocks`); the skip ``D x`` runs over
+    (B, H*P) rows.
     """
     xp = namespace(x)
     pre = f"layers.{i}.mixer."
@@ -792,7 +813,7 @@ def _layer_step_prepared(
     x0, dt0 = 2 * m + ds, 2 * m + ds + cfg.conv_dim  # where xBC and dt start
     bsz, r = x.shape[0], h // g
     u = normed(x, w["norm"])  # (B, D)
-    zx = linear(u, params[pre + "in_proj.weight"], params.get(pre + "in_proj.bias"))  # (B, F)
+    zx = project(u, params[pre + "in_proj.weight"], w["in_proj"], params.get(pre + "in_proj.bias"))
 
     xbc, conv = conv_step(zx[:, x0:dt0], w["taps"], conv)  # (B, conv_dim), halved
     xbc = silu_of_half(xbc if w["conv_bias"] is None else xbc + w["conv_bias"])  # (B, conv_dim)
@@ -802,16 +823,20 @@ def _layer_step_prepared(
         dt = xp.clip(dt, min=lo, max=hi)
 
     xs = xbc[:, :ds]  # (B, H*P)
-    dtg = xp.reshape(dt, (bsz, g, 1, r, 1))  # (B, G, 1, R, 1)
-    xdt = xp.reshape(xp.reshape(xs, (bsz, g, 1, r, p)) * dtg, (bsz, g, 1, r * p))  # (B,G,1,RP)
-    bm = xp.reshape(xbc[:, ds : ds + g * n], (bsz, g, n, 1))  # (B, G, N, 1)
-    cm = xp.reshape(xbc[:, ds + g * n :], (bsz, g, 1, n))  # (B, G, 1, N)
-    decay = xp.exp(dtg * w["a"])  # (B, G, 1, R, 1)
-    if bsz > 1:  # spread over P: the decay's product runs along R*P numbers (at one stream
-        # the spreading costs more than the short inner loops it saves)
-        decay = xp.asarray(xp.broadcast_to(decay, (bsz, g, 1, r, p)), copy=True)  # (B,G,1,R,P)
-    rows = xp.reshape(_to_rows(xp, ssm, g), (bsz, g, n, r, p))  # (B, G, N, R, P)
-    rows, y = in_stream_blocks(_state_update, rows, decay, xdt, bm, cm)  # many streams: blocks
+    if bsz <= _FEW_STREAMS:
+        bm = xp.reshape(xbc[:, ds : ds + g * n], (bsz, g, n))  # (B, G, N)
+        cm = xp.reshape(xbc[:, ds + g * n :], (bsz, g, n))  # (B, G, N)
+        y, ssm = _ssd_step(xp.reshape(xs, (bsz, h, p)), dt, w["a_heads"], bm, cm, ssm)
+    else:
+        dtg = xp.reshape(dt, (bsz, g, 1, r, 1))  # (B, G, 1, R, 1)
+        xdt = xp.reshape(xp.reshape(xs, (bsz, g, 1, r, p)) * dtg, (bsz, g, 1, r * p))
+        bm = xp.reshape(xbc[:, ds : ds + g * n], (bsz, g, n, 1))  # (B, G, N, 1)
+        cm = xp.reshape(xbc[:, ds + g * n :], (bsz, g, 1, n))  # (B, G, 1, N)
+        # spread over P: the decay's product runs along R*P numbers
+        decay = xp.asarray(xp.broadcast_to(xp.exp(dtg * w["a"]), (bsz, g, 1, r, p)), copy=True)
+        rows = xp.reshape(_to_rows(xp, ssm, g), (bsz, g, n, r, p))  # (B, G, N, R, P)
+        rows, y = in_stream_blocks(_state_update, rows, decay, xdt, bm, cm)  # (B,G,N,RP), ..
+        ssm = _from_rows(xp, rows, h, copy=False)  # (B, H, P, N)
     y = xp.reshape(y, (bsz, ds)) + xs * w["d"]  # (B, d_ssm): y = h C + D x
 
     gate = silu_of_half(zx[:, 2 * m : x0] * w["half"])  # (B, d_ssm)
@@ -820,8 +845,10 @@ def _layer_step_prepared(
     y = y * gate if cfg.norm_before_gate else y
     if m:
         y = xp.concat([silu(zx[:, :m]) * zx[:, m : 2 * m], y], axis=-1)  # (B, d_inner)
-    out = linear(y, params[pre + "out_proj.weight"], params.get(pre + "out_proj.bias"))  # (B, D)
-    return x + out, conv, _from_rows(xp, rows, h, copy=False)
+    out = project(
+        y, params[pre + "out_proj.weight"], w["out_proj"], params.get(pre + "out_proj.bias")
+    )
+    return x + out, conv, ssm  # (B, D), (B, K-1, conv_dim), (B, H, P, N)
 
 
 def _state_update(

@@ -49,14 +49,16 @@ def assert_states_close(a, b, **kw):
 
 
 def assert_prepared_step_is_plain(arch, cfg, xp, params, dtype, changed_key, delta):
-    """The inference step (on arrays prepared once from the weights) equals ``_step_plain``, also
-    after ``changed_key`` moves by ``delta`` (new weights: a new cache entry)."""
-    s0 = random_state(arch, xp, cfg, 3, dtype)
-    x = rand(xp, (3, cfg.hidden_size), seed=4, dtype=dtype)
-    y, s = arch.step(cfg, params, x, s0)
-    y_ref, s_ref = arch._step_plain(cfg, params, x, s0)
-    assert_close(y, y_ref, xp=xp)
-    assert_states_close(s, s_ref, xp=xp)
+    """The inference step (on arrays prepared once from the weights) equals ``_step_plain``, at
+    1, 3 and 6 streams (either side of Mamba2's ``_FEW_STREAMS``), also after ``changed_key``
+    moves by ``delta`` (new weights: a new cache entry)."""
+    for bsz in (1, 3, 6):
+        s0 = random_state(arch, xp, cfg, bsz, dtype)
+        x = rand(xp, (bsz, cfg.hidden_size), seed=4, dtype=dtype)
+        y, s = arch.step(cfg, params, x, s0)
+        y_ref, s_ref = arch._step_plain(cfg, params, x, s0)
+        assert_close(y, y_ref, xp=xp)
+        assert_states_close(s, s_ref, xp=xp)
     new = {**params, changed_key: params[changed_key] + delta}
     assert_close(arch.step(cfg, new, x, s0)[0], arch._step_plain(cfg, new, x, s0)[0], xp=xp)
 
