@@ -401,6 +401,9 @@ def ssd_chunked(
 # the absolute error stays below its spacing there (1.4e-45) times exp(60): ~2e-19.
 _FACTORED_CHUNK = 32
 _FACTORED_SPAN = 60.0
+# Largest log-decay of a strong head inside a chunk (from the chunk's start) for which its decays
+# come from the ratios of exp(c_l) in float64: exp(600) times the largest float32 dt is finite
+_FLOAT64_SPAN = 600.0
 
 
 @functools.cache
@@ -488,18 +491,27 @@ def ssd_factored(
     # the outputs' factors exp(c_l - m), with no second exp; a strong head's exp(m - c) may
     # underflow to 0, so it is not divided: it reads its state unscaled (S'_c = S_c), exp(c_l)
     e_out = 1.0 / xp.where(strong, 1.0, e_in)  # (B, NC, Q, H)
-    for k in heads:
-        e_out[..., k] = xp.exp(cum[..., k])
+    if heads:
+        ks = xp.asarray(heads)
+        c_k = xp.permute_dims(xp.take(cum, ks, axis=-1), (0, 1, 3, 2))  # (B, NC, K, Q): <= 0
+        e_k = xp.exp(c_k)  # (B, NC, K, Q): exp(c_l), float64
+        for j, k in enumerate(heads):
+            e_out[..., k] = e_k[:, :, j, :]
     y = y * xp.repeat(xp.astype(e_out, x.dtype), p, axis=-1)  # the outputs' factors
     if skip is not None:
         y = y + xc * xp.repeat(skip, p)  # D x
     if heads:  # the strong heads' outputs from inside each chunk, from their own decays
-        ks = xp.asarray(heads)
-        adt_k = xp.astype(xp.permute_dims(xp.take(adt, ks, axis=-1), (0, 1, 3, 2)), x.dtype)
-        dt_k = xp.astype(xp.permute_dims(xp.take(dtc, ks, axis=-1), (0, 1, 3, 2)), x.dtype)
-        decays = xp.exp(_segment_sums(adt_k))  # (B, NC, K, Q, Q): <= 1, as in ssd_chunked
+        dt_k = xp.permute_dims(xp.take(dtc, ks, axis=-1), (0, 1, 3, 2))  # (B, NC, K, Q)
         cb_k = cb[:, :, :1, ...] if g == 1 else xp.take(cb, ks // r, axis=2)  # causal C B^T
-        scores = decays * dt_k[..., None, :] * cb_k  # (B, NC, K, Q, Q): column s times dt_s
+        if xp.min(c_k) > -_FLOAT64_SPAN:  # exp(c_l) and its reciprocal within float64
+            # the decay from s to l, exp(c_l - c_s), is exp(c_l) / exp(c_s): a product, not an
+            # exp per pair (masked in float64, where the growths above the diagonal are finite)
+            ratios = e_k[..., :, None] * (dt_k / e_k)[..., None, :]  # (B, NC, K, Q, Q)
+            scores = xp.astype(ratios * _lower_ones(xp, xp.float64, q), x.dtype) * cb_k
+        else:  # exp(c_l) may underflow: each decay from its own segment sum, as ssd_chunked
+            adt_k = xp.astype(xp.permute_dims(xp.take(adt, ks, axis=-1), (0, 1, 3, 2)), x.dtype)
+            decays = xp.exp(_segment_sums(adt_k))  # (B, NC, K, Q, Q): <= 1
+            scores = decays * xp.astype(dt_k, x.dtype)[..., None, :] * cb_k  # column s times dt_s
         x_k = xp.take(xp.reshape(xc, (bsz, nc, q, h, p)), ks, axis=3)  # (B, NC, Q, K, P)
         y_k = xp.matmul(scores, xp.permute_dims(x_k, (0, 1, 3, 2, 4)))  # (B, NC, K, Q, P)
         for j, k in enumerate(heads):
