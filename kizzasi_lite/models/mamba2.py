@@ -506,8 +506,8 @@ def ssd_factored(
         if xp.min(c_k) > -_FLOAT64_SPAN:  # exp(c_l) and its reciprocal within float64
             # the decay from s to l, exp(c_l - c_s), is exp(c_l) / exp(c_s): a product, not an
             # exp per pair (masked in float64, where the growths above the diagonal are finite)
-            ratios = e_k[..., :, None] * (dt_k / e_k)[..., None, :]  # (B, NC, K, Q, Q)
-            scores = xp.astype(ratios * _lower_ones(xp, xp.float64, q), x.dtype) * cb_k
+            ratios = outer(e_k, dt_k / e_k) * _lower_ones(xp, xp.float64, q)  # (B,NC,K,Q,Q)
+            scores = xp.astype(ratios, x.dtype) * cb_k  # column s times dt_s
         else:  # exp(c_l) may underflow: each decay from its own segment sum, as ssd_chunked
             adt_k = xp.astype(xp.permute_dims(xp.take(adt, ks, axis=-1), (0, 1, 3, 2)), x.dtype)
             decays = xp.exp(_segment_sums(adt_k))  # (B, NC, K, Q, Q): <= 1
