@@ -435,7 +435,10 @@ def ssd_factored(
     could overflow float32 there. Such a "strong" head takes ``m`` at its chunks' ends instead:
     every factor of its states is then a decay (at most 1) and the shared matmul gives its
     outputs from the carried-in state, while the outputs from inside each chunk come from its
-    own (Q, Q) decays ``exp(c_l - c_s)``, exact for any ``dt``, as in :func:`ssd_chunked`.
+    own (Q, Q) decays ``exp(c_l - c_s)``: while its chunk's log-decay stays above
+    ``-_FLOAT64_SPAN``, as the ratios ``exp(c_l) / exp(c_s)`` in float64 (a product per pair,
+    its ``Q`` exps shared with its output factors), else from segment sums, exact for any
+    ``dt``, as in :func:`ssd_chunked`.
     """
     check_numpy_backed("ssd_factored", x, dt, a, bm, cm, h0)
     xp = namespace(x)
