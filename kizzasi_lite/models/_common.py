@@ -466,10 +466,12 @@ def prepared(build: Callable, cfg: Any, params: dict[str, Any], *arrays: Any) ->
     arrays a new entry: a predictor that replaces ``params`` or an optimizer that builds new
     arrays needs no invalidation.
 
-    ``build`` must return new arrays, small ones, never views of ``params`` (a view would keep
-    its array, and so the entry, alive). Returns None and caches nothing when a parameter or one
-    of ``arrays`` (the step's input and state) is an autodiff tensor, or when the backend's
-    arrays take no weak references: the caller then runs the plain step.
+    ``build`` must return new arrays, never views of ``params`` (a view would keep its array,
+    and so the entry, alive); they are small, but for the projections' copies
+    (:func:`step_projections`, at most ``_TRANSPOSED_BYTES`` in all). Returns None and caches
+    nothing when a parameter or one of ``arrays`` (the step's input and state) is an autodiff
+    tensor, or when the backend's arrays take no weak references: the caller then runs the
+    plain step.
     """
     if any(map(traced, arrays)):
         return None
