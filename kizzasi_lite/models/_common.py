@@ -343,13 +343,15 @@ def run_mamba_step(
     """One step of a Mamba-family stack: at inference each layer is
     ``fast_layer(cfg, params, i, w, h, conv, ssm) -> (h, conv, ssm)`` (pre-norm, mixer and
     residual) with ``w``, layer ``i``'s entry of the list ``layers`` in what
-    ``prepare(cfg, params) -> (layers, norm_f)`` derives from the weights (cached per weight set
-    by :func:`prepared`); ``norm_f`` is the final norm's :func:`step_norm`. Under autodiff the
+    ``prepare(cfg, params) -> (layers, norm_f, layouts)`` derives from the weights (cached per
+    weight set by :func:`prepared`); ``norm_f`` is the final norm's :func:`step_norm`, and
+    ``layouts`` the :func:`step_layouts` of the projections, which replace them in ``params``. Under autodiff the
     whole step is ``plain(cfg, params, x, state)``."""
     built = prepared(prepare, cfg, params, x, *state.values())
     if built is None:
         return plain(cfg, params, x, state)
-    layers, norm_f = built
+    layers, norm_f, layouts = built
+    params = {**params, **layouts} if layouts else params  # the projections laid out (in, out)
     h, new_state = x, {}
     for i, w in enumerate(layers):
         conv, ssm = f"layers.{i}.conv", f"layers.{i}.ssm"
@@ -410,22 +412,32 @@ _TRANSPOSED_BYTES = 64 << 20
 
 
 def step_projections(params: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """For a step's :func:`project`: contiguous (in, out) copies of the (out, in) weights
-    ``names``, keyed by name, when they are NumPy arrays of at most ``_TRANSPOSED_BYTES`` in
-    all; else ``{}`` (the step then reads the weights themselves)."""
+    """Contiguous (in, out) copies of the (out, in) weights ``names``, keyed by name, when they
+    are NumPy arrays of at most ``_TRANSPOSED_BYTES`` in all; else ``{}``."""
     weights = [params[k] for k in names]
-    if backend_name(namespace(*weights)) != "numpy":
+    if not weights or backend_name(namespace(*weights)) != "numpy":
         return {}
     if sum(w.size * w.dtype.itemsize for w in weights) > _TRANSPOSED_BYTES:
         return {}
     return {k: transposed(w) for k, w in zip(names, weights, strict=True)}
 
 
-def project(x: Any, weight: Any, weight_t: Any = None, bias: Any = None) -> Any:
-    """``linear(x, weight, bias)``, through ``weight_t``, the contiguous (in, out) copy of the
-    (out, in) ``weight`` (:func:`step_projections`), when there is one (else None)."""
-    y = x @ (weight.mT if weight_t is None else weight_t)
-    return y if bias is None else y + bias
+def step_layouts(suffixes: tuple[str, ...], cfg: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Each weight of ``params`` whose name ends in one of ``suffixes`` (the (out, in) weights a
+    step reads through ``linear``) as the transpose of its contiguous (in, out) copy
+    (:func:`step_projections`): the same values, laid out for the column gemv; ``{}`` where
+    there are no copies. Bound to an architecture's ``suffixes`` once (``functools.partial``)
+    for :func:`with_step_layouts`, or called by a step's own ``prepare``."""
+    names = [k for k in params if k.endswith(suffixes)]
+    return {k: c.mT for k, c in step_projections(params, names).items()}
+
+
+def with_step_layouts(layouts: Callable, cfg: Any, params: dict, x: Any, state: dict) -> dict:
+    """``params`` for one step, its projections' weights replaced by what ``layouts`` (a
+    :func:`step_layouts` partial) gives, made once per set of weights (:func:`prepared`);
+    ``params`` itself under autodiff or where there are no copies."""
+    views = prepared(layouts, cfg, params, x, *state.values())
+    return {**params, **views} if views else params
 
 
 def normed(x: Any, norm: tuple[Any, Any]) -> Any:
@@ -468,7 +480,7 @@ def prepared(build: Callable, cfg: Any, params: dict[str, Any], *arrays: Any) ->
 
     ``build`` must return new arrays, never views of ``params`` (a view would keep its array,
     and so the entry, alive); they are small, but for the projections' copies
-    (:func:`step_projections`, at most ``_TRANSPOSED_BYTES`` in all). Returns None and caches
+    (:func:`step_layouts`, at most ``_TRANSPOSED_BYTES`` in all). Returns None and caches
     nothing when a parameter or one of ``arrays`` (the step's input and state) is an autodiff
     tensor, or when the backend's arrays take no weak references: the caller then runs the
     plain step.

@@ -58,7 +58,6 @@ from kizzasi_lite.models._common import (
     merge_checked,
     need,
     normed,
-    project,
     resolve_dtype,
     run_mamba_sequence,
     run_mamba_stack,
@@ -67,8 +66,8 @@ from kizzasi_lite.models._common import (
     scan_operation,
     scan_path,
     select_params,
+    step_layouts,
     step_norm,
-    step_projections,
     strip_prefix,
 )
 from kizzasi_lite.nn import (
@@ -419,19 +418,11 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
     (the pre-norm for :func:`normed`), ``a_t`` (N, Di) = -exp(A_log)^T, ``taps`` (K, Di) the conv
     weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`), ``half`` a 0-d
-    array (the gate's halving), and the four projections' (in, out) copies or None, by name
-    (:func:`step_projections`); then the final norm's :func:`step_norm`."""
+    array (the gate's halving); then the final norm's :func:`step_norm`, and the four
+    projections laid out (in, out) (:func:`step_layouts`)."""
     xp = namespace(*params.values())
     dtype = params["layers.0.mixer.D"].dtype
     half = xp.asarray(0.5, dtype=dtype)
-    copies = step_projections(
-        params,
-        [
-            f"layers.{i}.mixer.{name}.weight"
-            for i in range(cfg.num_hidden_layers)
-            for name in _PROJECTIONS
-        ],
-    )
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
@@ -443,10 +434,10 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, Di)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (Di,)
                 "half": half,
-                **{name: copies.get(f"{p}{name}.weight") for name in _PROJECTIONS},
             }
         )
-    return layers, step_norm(params["norm_f.weight"], cfg.layer_norm_epsilon)
+    layouts = step_layouts(tuple(f"{name}.weight" for name in _PROJECTIONS), cfg, params)
+    return layers, step_norm(params["norm_f.weight"], cfg.layer_norm_epsilon), layouts
 
 
 def _layer_step_prepared(
@@ -458,17 +449,17 @@ def _layer_step_prepared(
     p, di = f"layers.{i}.mixer.", cfg.intermediate_size
     r, n = cfg.time_step_rank, cfg.state_size
     u = normed(x, w["norm"])  # (B, D)
-    xz = project(u, params[p + "in_proj.weight"], w["in_proj"], params.get(p + "in_proj.bias"))
+    xz = linear(u, params[p + "in_proj.weight"], params.get(p + "in_proj.bias"))  # (B, 2Di)
     xs, conv = conv_step(xz[:, :di], w["taps"], conv)  # (B, Di), halved
     xs = silu_of_half(xs if w["conv_bias"] is None else xs + w["conv_bias"])  # (B, Di)
-    x_dbl = project(xs, params[p + "x_proj.weight"], w["x_proj"])  # (B, R + 2N): dt_low, B, C
+    x_dbl = linear(xs, params[p + "x_proj.weight"])  # (B, R + 2N): dt_low, B, C
     dt_w, dt_b = params[p + "dt_proj.weight"], params[p + "dt_proj.bias"]
-    dt = softplus(project(x_dbl[:, :r], dt_w, w["dt_proj"], dt_b))  # (B, Di)
+    dt = softplus(linear(x_dbl[:, :r], dt_w, dt_b))  # (B, Di)
     bm, cm = x_dbl[:, r : r + n, None], x_dbl[:, None, r + n :]  # (B, N, 1), (B, 1, N)
     rows = xp.permute_dims(ssm, (0, 2, 1))  # (B, N, Di): contiguous after a step or forward
     rows, y = in_stream_blocks(partial(_state_update, w["a_t"]), rows, dt, dt * xs, bm, cm)
     y = (y + xs * params[p + "D"]) * silu_of_half(xz[:, di:] * w["half"])  # (B, Di)
-    out = project(y, params[p + "out_proj.weight"], w["out_proj"], params.get(p + "out_proj.bias"))
+    out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, D)
     return x + out, conv, xp.permute_dims(rows, (0, 2, 1))  # state (B, Di, N), a view
 
 

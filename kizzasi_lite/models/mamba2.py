@@ -75,7 +75,6 @@ from kizzasi_lite.models._common import (
     merge_checked,
     need,
     normed,
-    project,
     resolve_dtype,
     run_mamba_sequence,
     run_mamba_stack,
@@ -83,8 +82,8 @@ from kizzasi_lite.models._common import (
     scan_operation,
     scan_path,
     select_params,
+    step_layouts,
     step_norm,
-    step_projections,
     strip_prefix,
     traced,
 )
@@ -773,19 +772,12 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
     time first, and ``conv_bias``, both halved (SiLU's input comes out halved, for
     :func:`silu_of_half`); ``a`` (G, 1, R, 1) = -exp(A_log); ``d`` (H * P,) the skip ``D``
     repeated over each head's channels; ``half``, a 0-d array of the weights' dtype (at a
-    step's sizes an op with a 0-d array costs half one with a Python float); ``in_proj`` and
-    ``out_proj``, the projections' (in, out) copies or None (:func:`step_projections`); then
-    the final norm's :func:`step_norm`."""
+    step's sizes an op with a 0-d array costs half one with a Python float); then the final
+    norm's :func:`step_norm`, and the projections laid out (in, out) (:func:`step_layouts`)."""
     xp = namespace(*params.values())
     g, h, eps = cfg.n_groups, cfg.num_heads, cfg.layer_norm_epsilon
     dtype = params["layers.0.mixer.D"].dtype
     half = xp.asarray(0.5, dtype=dtype)
-    projections = [
-        f"layers.{i}.mixer.{name}.weight"
-        for i in range(cfg.num_hidden_layers)
-        for name in ("in_proj", "out_proj")
-    ]
-    copies = step_projections(params, projections)
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
@@ -803,11 +795,10 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
                 "a": xp.reshape(a, (g, 1, h // g, 1)),  # (G, 1, R, 1), a view of a_heads
                 "d": xp.reshape(skip, (cfg.d_ssm,)) * 1.0,  # (H * P,), a new array
                 "half": half,
-                "in_proj": copies.get(p + "in_proj.weight"),  # (D, F) or None
-                "out_proj": copies.get(p + "out_proj.weight"),  # (d_inner, D) or None
             }
         )
-    return layers, step_norm(params["norm_f.weight"], eps)
+    layouts = step_layouts(("in_proj.weight", "out_proj.weight"), cfg, params)
+    return layers, step_norm(params["norm_f.weight"], eps), layouts
 
 
 def _layer_step_prepared(
@@ -828,7 +819,7 @@ def _layer_step_prepared(
     x0, dt0 = 2 * m + ds, 2 * m + ds + cfg.conv_dim  # where xBC and dt start
     bsz, r = x.shape[0], h // g
     u = normed(x, w["norm"])  # (B, D)
-    zx = project(u, params[pre + "in_proj.weight"], w["in_proj"], params.get(pre + "in_proj.bias"))
+    zx = linear(u, params[pre + "in_proj.weight"], params.get(pre + "in_proj.bias"))  # (B, F)
 
     xbc, conv = conv_step(zx[:, x0:dt0], w["taps"], conv)  # (B, conv_dim), halved
     xbc = silu_of_half(xbc if w["conv_bias"] is None else xbc + w["conv_bias"])  # (B, conv_dim)
@@ -860,9 +851,7 @@ def _layer_step_prepared(
     y = y * gate if cfg.norm_before_gate else y
     if m:
         y = xp.concat([silu(zx[:, :m]) * zx[:, m : 2 * m], y], axis=-1)  # (B, d_inner)
-    out = project(
-        y, params[pre + "out_proj.weight"], w["out_proj"], params.get(pre + "out_proj.bias")
-    )
+    out = linear(y, params[pre + "out_proj.weight"], params.get(pre + "out_proj.bias"))  # (B, D)
     return x + out, conv, ssm  # (B, D), (B, K-1, conv_dim), (B, H, P, N)
 
 

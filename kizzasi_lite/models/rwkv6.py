@@ -55,7 +55,9 @@ from kizzasi_lite.models._common import (
     scan_operation,
     scan_path,
     select_params,
+    step_layouts,
     traced,
+    with_step_layouts,
 )
 from kizzasi_lite.nn import group_norm, layer_norm, linear, previous_tokens, sigmoid, silu
 from kizzasi_lite.nn.init import orthogonal
@@ -445,9 +447,17 @@ def _run(cfg: Config, params: dict, x: Any, state: dict | None, single: bool) ->
     return y, new
 
 
+# the weights a step reads through ``linear``, laid out (in, out) for it (:func:`step_layouts`)
+_STEP_LAYOUTS = partial(
+    step_layouts,
+    (".receptance.weight", ".key.weight", ".value.weight", ".gate.weight", ".output.weight"),
+)
+
+
 def step(cfg: Config, params: dict, x: Any, state: dict) -> tuple[Any, dict]:
     """One time step: ``x`` (B, C) -> ``y`` (B, C) after ``ln_out``, and the next state."""
     xp = namespace(x)
+    params = with_step_layouts(_STEP_LAYOUTS, cfg, params, x, state)  # NumPy: (in, out) layouts
     y, state = _run(cfg, params, xp.expand_dims(x, axis=1), state, single=True)
     return y[:, 0, :], state
 

@@ -53,6 +53,8 @@ from kizzasi_lite.models._common import (
     merge_found,
     resolve_dtype,
     select_params,
+    step_layouts,
+    with_step_layouts,
 )
 from kizzasi_lite.nn import linear, rms_norm, silu
 
@@ -328,11 +330,16 @@ def _finish_layer(cfg: Config, params: dict[str, Any], p: str, x: Any, attn: Any
 # step and forward
 
 
+# the weights a step reads through ``linear``, laid out (in, out) for it (:func:`step_layouts`)
+_STEP_LAYOUTS = functools.partial(step_layouts, ("_proj.weight",))
+
+
 def step(
     cfg: Config, params: dict[str, Any], x: Any, state: dict[str, Any]
 ) -> tuple[Any, dict[str, Any]]:
     """One token: ``x`` (B, D) -> ``y`` (B, D) and the next state. O(W) work, not O(t)."""
     xp = namespace(x, params["norm.weight"])  # the autodiff namespace when params are tensors
+    params = with_step_layouts(_STEP_LAYOUTS, cfg, params, x, state)  # NumPy: (in, out) layouts
     W = cfg.context_window
     pos = state["pos"]  # (B,)
     cos, sin = _rope(cfg, xp.astype(pos, x.dtype)[:, None])  # (B, 1, 1, hd)

@@ -3,6 +3,7 @@
 import gc
 
 import numpy as np
+import pytest
 
 from kizzasi_lite.autodiff import value_and_grad
 from kizzasi_lite.backends import get_namespace, namespace
@@ -55,52 +56,77 @@ def test_not_used_under_autodiff():
     assert seen == [None, None] and not calls
 
 
-def test_step_projections_are_contiguous_transposes_within_their_budget(monkeypatch):
-    """NumPy weights get contiguous (in, out) copies while they total at most
-    ``_TRANSPOSED_BYTES``; ``project`` through a copy or through the weight is ``linear``."""
-    from kizzasi_lite.nn import linear
-
+def test_step_layouts_are_the_weights_laid_out_in_out_within_their_budget(monkeypatch):
+    """NumPy weights named by the suffixes get their (in, out) layout, the same values, while
+    they total at most ``_TRANSPOSED_BYTES``; elsewhere none."""
     xp = get_namespace("numpy")
     rng = np.random.default_rng(0)
     params = {
-        "a": xp.asarray(rng.standard_normal((3, 5))),
-        "b": xp.asarray(rng.standard_normal((2, 3))),
+        "l.a.weight": xp.asarray(rng.standard_normal((3, 5))),
+        "l.b.weight": xp.asarray(rng.standard_normal((2, 3))),
+        "l.norm": xp.asarray(rng.standard_normal(3)),
     }
-    copies = _common.step_projections(params, ["a", "b"])
-    assert sorted(copies) == ["a", "b"]
-    for k, w in params.items():
-        assert copies[k].flags.c_contiguous and not np.shares_memory(copies[k], w)
-        np.testing.assert_array_equal(copies[k], w.T)
-    x, bias = xp.asarray(rng.standard_normal((4, 5))), xp.asarray(rng.standard_normal(3))
-    for t in (copies["a"], None):
-        np.testing.assert_allclose(
-            _common.project(x, params["a"], t, bias), linear(x, params["a"], bias)
-        )
+    layouts = _common.step_layouts((".a.weight", ".b.weight"), None, params)
+    assert sorted(layouts) == ["l.a.weight", "l.b.weight"]
+    for k, v in layouts.items():
+        assert v.flags.f_contiguous and not np.shares_memory(v, params[k])
+        np.testing.assert_array_equal(v, params[k])
     monkeypatch.setattr(_common, "_TRANSPOSED_BYTES", (15 + 6) * 8 - 1)  # one byte short
-    assert _common.step_projections(params, ["a", "b"]) == {}
-    assert sorted(_common.step_projections(params, ["a"])) == ["a"]
+    assert _common.step_layouts((".a.weight", ".b.weight"), None, params) == {}
+    assert sorted(_common.step_layouts((".a.weight",), None, params)) == ["l.a.weight"]
+    assert _common.step_layouts((".c.weight",), None, params) == {}
     strict = get_namespace("array_api_strict")
-    assert _common.step_projections({"a": strict.asarray(params["a"])}, ["a"]) == {}
+    assert (
+        _common.step_layouts(
+            (".a.weight",), None, {"a.weight": strict.asarray(params["l.a.weight"])}
+        )
+        == {}
+    )
 
 
-def test_steps_without_projection_copies_equal_the_plain_step(monkeypatch):
-    """Over the budget, the Mamba steps read the weights themselves, with the same result."""
+@pytest.mark.parametrize("arch_name", ["mamba", "mamba2", "rwkv4", "rwkv6", "transformer"])
+@pytest.mark.parametrize("budget", [64 << 20, 0])
+def test_steps_read_their_projections_laid_out_in_out(arch_name, budget, monkeypatch):
+    """A step reads the projections' (in, out) copies within the budget, and the weights
+    themselves beyond it: the same result either way, equal to the forward of one step."""
     from kizzasi_lite.backends.random import Generator
-    from kizzasi_lite.models import mamba, mamba2
+    from kizzasi_lite.models import architecture
+    from kizzasi_lite.nn import linear
     from tests.conftest import assert_close, rand
 
-    monkeypatch.setattr(_common, "_TRANSPOSED_BYTES", 0)
+    monkeypatch.setattr(_common, "_TRANSPOSED_BYTES", budget)
     xp = get_namespace("numpy")
-    for arch, cfg in (
-        (mamba, mamba.Config(hidden_size=8, state_size=4, num_hidden_layers=2)),
-        (mamba2, mamba2.Config(hidden_size=8, state_size=4, num_heads=4, head_dim=4, n_groups=2,
-                               num_hidden_layers=2, chunk_size=4)),
-    ):  # fmt: skip
-        params = arch.init_params(cfg, Generator(0, xp), "float64")
-        layers, _ = _common.prepared(arch._prepare_step, cfg, params)
-        assert all(w["in_proj"] is None and w["out_proj"] is None for w in layers)
-        for bsz in (1, 6):
-            s0 = arch.init_state(cfg, bsz, xp=xp, dtype=xp.float64)
-            x = rand(xp, (bsz, cfg.hidden_size), seed=4, dtype="float64")
-            y, _ = arch.step(cfg, params, x, s0)
-            assert_close(y, arch._step_plain(cfg, params, x, s0)[0], xp=xp)
+    arch = architecture(arch_name)
+    cfg = _SMALL[arch_name](arch)
+    params = arch.init_params(cfg, Generator(0, xp), "float64")
+    hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd  # rwkv6: n_embd
+    x = rand(xp, (6, hidden), seed=4, dtype="float64")
+    s0 = arch.init_state(cfg, 6, xp=xp, dtype=xp.float64)
+    y_ref = arch.forward(cfg, params, x[:, None, :], s0)[0][:, 0, :]
+    copies = []  # per weight a step reads through linear: whether it is not the weight itself
+    monkeypatch.setattr(
+        arch,
+        "linear",
+        lambda v, w, b=None: (
+            copies.append(all(w is not p for p in params.values())) or linear(v, w, b)
+        ),
+    )
+    for bsz in (1, 6):  # either side of Mamba2's _FEW_STREAMS
+        s = {k: v[:bsz] for k, v in s0.items()}
+        assert_close(arch.step(cfg, params, x[:bsz], s)[0], y_ref[:bsz], xp=xp)
+    assert copies and all(copies) == (budget > 0) and any(copies) == (budget > 0)
+
+
+_SMALL = {
+    "mamba": lambda m: m.Config(hidden_size=8, state_size=4, num_hidden_layers=2),
+    "mamba2": lambda m: m.Config(
+        hidden_size=8, state_size=4, num_heads=4, head_dim=4, n_groups=2, num_hidden_layers=2,
+        chunk_size=4,
+    ),
+    "rwkv4": lambda m: m.Config(hidden_size=8, num_hidden_layers=2),
+    "rwkv6": lambda m: m.Config(n_embd=8, head_size=4, n_layer=2),
+    "transformer": lambda m: m.Config(
+        hidden_size=8, intermediate_size=16, num_attention_heads=2, num_key_value_heads=1,
+        num_hidden_layers=2, context_window=8,
+    ),
+}  # fmt: skip
