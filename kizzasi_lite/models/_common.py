@@ -345,8 +345,8 @@ def run_mamba_step(
     residual) with ``w``, layer ``i``'s entry of the list ``layers`` in what
     ``prepare(cfg, params) -> (layers, norm_f, layouts)`` derives from the weights (cached per
     weight set by :func:`prepared`); ``norm_f`` is the final norm's :func:`step_norm`, and
-    ``layouts`` the :func:`step_layouts` of the projections, which replace them in ``params``. Under autodiff the
-    whole step is ``plain(cfg, params, x, state)``."""
+    ``layouts`` the projections' :func:`step_layouts`, which replace them in ``params``. Under
+    autodiff the whole step is ``plain(cfg, params, x, state)``."""
     built = prepared(prepare, cfg, params, x, *state.values())
     if built is None:
         return plain(cfg, params, x, state)
@@ -411,25 +411,19 @@ def step_norm(weight: Any, eps: float) -> tuple[Any, Any]:
 _TRANSPOSED_BYTES = 64 << 20
 
 
-def step_projections(params: dict[str, Any], names: list[str]) -> dict[str, Any]:
-    """Contiguous (in, out) copies of the (out, in) weights ``names``, keyed by name, when they
-    are NumPy arrays of at most ``_TRANSPOSED_BYTES`` in all; else ``{}``."""
+def step_layouts(suffixes: tuple[str, ...], cfg: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """Each weight of ``params`` whose name ends in one of ``suffixes`` (the (out, in) weights a
+    step reads through ``linear``) as the transpose of a contiguous (in, out) copy: the same
+    values, laid out for the column gemv. ``{}`` unless they are NumPy arrays of at most
+    ``_TRANSPOSED_BYTES`` in all. Bound to an architecture's ``suffixes`` once
+    (``functools.partial``) for :func:`with_step_layouts`, or called by a step's ``prepare``."""
+    names = [k for k in params if k.endswith(suffixes)]
     weights = [params[k] for k in names]
     if not weights or backend_name(namespace(*weights)) != "numpy":
         return {}
     if sum(w.size * w.dtype.itemsize for w in weights) > _TRANSPOSED_BYTES:
         return {}
-    return {k: transposed(w) for k, w in zip(names, weights, strict=True)}
-
-
-def step_layouts(suffixes: tuple[str, ...], cfg: Any, params: dict[str, Any]) -> dict[str, Any]:
-    """Each weight of ``params`` whose name ends in one of ``suffixes`` (the (out, in) weights a
-    step reads through ``linear``) as the transpose of its contiguous (in, out) copy
-    (:func:`step_projections`): the same values, laid out for the column gemv; ``{}`` where
-    there are no copies. Bound to an architecture's ``suffixes`` once (``functools.partial``)
-    for :func:`with_step_layouts`, or called by a step's own ``prepare``."""
-    names = [k for k in params if k.endswith(suffixes)]
-    return {k: c.mT for k, c in step_projections(params, names).items()}
+    return {k: transposed(w).mT for k, w in zip(names, weights, strict=True)}
 
 
 def with_step_layouts(layouts: Callable, cfg: Any, params: dict, x: Any, state: dict) -> dict:

@@ -411,10 +411,11 @@ def _mixer_step(
     return out, conv, ssm
 
 
-_PROJECTIONS = ("in_proj", "x_proj", "dt_proj", "out_proj")  # the matrices a step multiplies by
+# the weights a step reads through ``linear``, laid out (in, out) for it (:func:`step_layouts`)
+_PROJECTIONS = ("in_proj.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight")
 
 
-def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple]:
+def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tuple, dict]:
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
     (the pre-norm for :func:`normed`), ``a_t`` (N, Di) = -exp(A_log)^T, ``taps`` (K, Di) the conv
     weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`), ``half`` a 0-d
@@ -436,7 +437,7 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, A
                 "half": half,
             }
         )
-    layouts = step_layouts(tuple(f"{name}.weight" for name in _PROJECTIONS), cfg, params)
+    layouts = step_layouts(_PROJECTIONS, cfg, params)
     return layers, step_norm(params["norm_f.weight"], cfg.layer_norm_epsilon), layouts
 
 

@@ -766,7 +766,7 @@ def _mixer(
 _FEW_STREAMS = 4
 
 
-def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict[str, Any]], tuple]:
+def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tuple, dict]:
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
     and ``gated_norm`` (the norms for :func:`normed`); ``taps`` (K, conv_dim) the conv weights,
     time first, and ``conv_bias``, both halved (SiLU's input comes out halved, for
