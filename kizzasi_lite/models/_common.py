@@ -30,7 +30,7 @@ from kizzasi_lite.backends import (
     spare_empty,
 )
 from kizzasi_lite.errors import ConfigError, InputError, WeightsError
-from kizzasi_lite.nn import conv_taps, rms_norm, transposed
+from kizzasi_lite.nn import conv_taps, rms_norm
 
 # ---------------------------------------------------------------------------------------------
 # configs
@@ -414,16 +414,19 @@ _TRANSPOSED_BYTES = 64 << 20
 def step_layouts(suffixes: tuple[str, ...], cfg: Any, params: dict[str, Any]) -> dict[str, Any]:
     """Each weight of ``params`` whose name ends in one of ``suffixes`` (the (out, in) weights a
     step reads through ``linear``) as the transpose of a contiguous (in, out) copy: the same
-    values, laid out for the column gemv. ``{}`` unless they are NumPy arrays of at most
-    ``_TRANSPOSED_BYTES`` in all. Bound to an architecture's ``suffixes`` once
-    (``functools.partial``) for :func:`with_step_layouts`, or called by a step's ``prepare``."""
+    values, laid out for the column gemv. Weights laid out so already are left out (nothing to
+    copy), and ``{}`` is returned unless the weights are NumPy arrays whose copies total at most
+    ``_TRANSPOSED_BYTES``. Bound to an architecture's ``suffixes`` once (``functools.partial``)
+    for :func:`with_step_layouts`, or called by a step's ``prepare``."""
     names = [k for k in params if k.endswith(suffixes)]
-    weights = [params[k] for k in names]
-    if not weights or backend_name(namespace(*weights)) != "numpy":
+    if not names or backend_name(namespace(*(params[k] for k in names))) != "numpy":
         return {}
-    if sum(w.size * w.dtype.itemsize for w in weights) > _TRANSPOSED_BYTES:
+    import numpy as np  # the NumPy backend is loaded
+
+    todo = {k: params[k] for k in names if not params[k].mT.flags.c_contiguous}
+    if sum(w.nbytes for w in todo.values()) > _TRANSPOSED_BYTES:
         return {}
-    return {k: transposed(w).mT for k, w in zip(names, weights, strict=True)}
+    return {k: np.array(w.mT, order="C").mT for k, w in todo.items()}  # new arrays, not views
 
 
 def with_step_layouts(layouts: Callable, cfg: Any, params: dict, x: Any, state: dict) -> dict:

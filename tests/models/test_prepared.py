@@ -71,6 +71,8 @@ def test_step_layouts_are_the_weights_laid_out_in_out_within_their_budget(monkey
     for k, v in layouts.items():
         assert v.flags.f_contiguous and not np.shares_memory(v, params[k])
         np.testing.assert_array_equal(v, params[k])
+    laid = xp.asarray(np.asfortranarray(rng.standard_normal((3, 4))))  # laid out (in, out)
+    assert _common.step_layouts((".d.weight",), None, {"l.d.weight": laid}) == {}
     monkeypatch.setattr(_common, "_TRANSPOSED_BYTES", (15 + 6) * 8 - 1)  # one byte short
     assert _common.step_layouts((".a.weight", ".b.weight"), None, params) == {}
     assert sorted(_common.step_layouts((".a.weight",), None, params)) == ["l.a.weight"]
@@ -87,8 +89,9 @@ def test_step_layouts_are_the_weights_laid_out_in_out_within_their_budget(monkey
 @pytest.mark.parametrize("arch_name", ["mamba", "mamba2", "rwkv4", "rwkv6", "transformer"])
 @pytest.mark.parametrize("budget", [64 << 20, 0])
 def test_steps_read_their_projections_laid_out_in_out(arch_name, budget, monkeypatch):
-    """A step reads the projections' (in, out) copies within the budget, and the weights
-    themselves beyond it: the same result either way, equal to the forward of one step."""
+    """A step reads the projections laid out (in, out) within the budget (copies, or weights
+    laid out so already), and the weights themselves beyond it: the same result either way,
+    equal to the forward of one step."""
     from kizzasi_lite.backends.random import Generator
     from kizzasi_lite.models import architecture
     from kizzasi_lite.nn import linear
@@ -99,22 +102,50 @@ def test_steps_read_their_projections_laid_out_in_out(arch_name, budget, monkeyp
     arch = architecture(arch_name)
     cfg = _SMALL[arch_name](arch)
     params = arch.init_params(cfg, Generator(0, xp), "float64")
-    hidden = getattr(cfg, "hidden_size", None) or cfg.n_embd  # rwkv6: n_embd
+    hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None) or cfg.d_model
     x = rand(xp, (6, hidden), seed=4, dtype="float64")
     s0 = arch.init_state(cfg, 6, xp=xp, dtype=xp.float64)
     y_ref = arch.forward(cfg, params, x[:, None, :], s0)[0][:, 0, :]
-    copies = []  # per weight a step reads through linear: whether it is not the weight itself
+    reads = []  # per weight a step reads through linear: (a copy, laid out (in, out))
     monkeypatch.setattr(
         arch,
         "linear",
         lambda v, w, b=None: (
-            copies.append(all(w is not p for p in params.values())) or linear(v, w, b)
+            reads.append(
+                (not any(np.shares_memory(w, p) for p in params.values()), w.mT.flags.c_contiguous)
+            )
+            or linear(v, w, b)
         ),
     )
     for bsz in (1, 6):  # either side of Mamba2's _FEW_STREAMS
         s = {k: v[:bsz] for k, v in s0.items()}
         assert_close(arch.step(cfg, params, x[:bsz], s)[0], y_ref[:bsz], xp=xp)
-    assert copies and all(copies) == (budget > 0) and any(copies) == (budget > 0)
+    copied = [copy for copy, _ in reads]
+    if budget:  # each read is a copy, or a weight laid out so already (nothing to copy)
+        assert any(copied) and all(laid for _, laid in reads)
+    else:
+        assert reads and not any(copied)
+
+
+@pytest.mark.parametrize("arch_name", ["mamba", "mamba2", "rwkv4", "rwkv6", "s4d", "transformer"])
+def test_step_caches_hold_no_view_of_the_weights(arch_name):
+    """What a step prepares (its layouts included, also of weights laid out so already or of
+    shape (n, 1)) keeps no weight alive: freed weights take their entries with them."""
+    from kizzasi_lite.backends.random import Generator
+    from kizzasi_lite.models import architecture
+
+    xp = get_namespace("numpy")
+    arch = architecture(arch_name)
+    cfg = _SMALL[arch_name](arch)
+    params = arch.init_params(cfg, Generator(0, xp), "float64")
+    hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", None) or cfg.d_model
+    x = xp.asarray(np.ones((1, hidden)))
+    arch.step(cfg, params, x, arch.init_state(cfg, 1, xp=xp, dtype=xp.float64))
+    ids = {id(v) for v in params.values()}
+    assert any(ids & set(key[3]) for key in _common._PREPARED)
+    del params
+    gc.collect()
+    assert not any(ids & set(key[3]) for key in _common._PREPARED)
 
 
 _SMALL = {
@@ -125,6 +156,7 @@ _SMALL = {
     ),
     "rwkv4": lambda m: m.Config(hidden_size=8, num_hidden_layers=2),
     "rwkv6": lambda m: m.Config(n_embd=8, head_size=4, n_layer=2),
+    "s4d": lambda m: m.Config(d_model=8, d_state=4, n_layer=2),
     "transformer": lambda m: m.Config(
         hidden_size=8, intermediate_size=16, num_attention_heads=2, num_key_value_heads=1,
         num_hidden_layers=2, context_window=8,
