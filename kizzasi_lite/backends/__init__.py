@@ -217,11 +217,20 @@ def spare_empty(xp: Any, shape: tuple[int, ...], dtype: Any) -> Any:
     return out
 
 
+def plain_numpy(*arrays: Any) -> bool:
+    """Whether ``arrays`` are all plain NumPy arrays (not array_api_strict's, not autodiff
+    tensors): what NumPy-only calls (``einsum``, strided views, ``order=``) may take."""
+    for a in arrays:  # a loop, not all() over a generator: it runs in a step's hot path
+        if type(a).__module__ != "numpy":
+            return False
+    return True
+
+
 def sliding_windows(x: Any, k: int) -> Any:
     """For a plain NumPy array ``x`` (..., T, C): its windows of ``k`` steps as a view
     (..., T - k + 1, C, k), with no copy; None for any other array (the array API has no
     strided views), so the caller takes its general path."""
-    if type(x).__module__ != "numpy":
+    if not plain_numpy(x):
         return None
     if x.shape[-2] == k:  # one window, x itself (sliding_window_view costs ~13 us a call)
         return x.swapaxes(-1, -2)[..., None, :, :]
@@ -257,6 +266,7 @@ __all__ = [
     "namespace",
     "loops_are_cheap",
     "overflow_quiet",
+    "plain_numpy",
     "sliding_windows",
     "spare_empty",
     "to_numpy",

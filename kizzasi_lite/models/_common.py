@@ -27,6 +27,7 @@ from kizzasi_lite.backends import (
     dtype_of,
     loops_are_cheap,
     namespace,
+    plain_numpy,
     spare_empty,
 )
 from kizzasi_lite.errors import ConfigError, InputError, WeightsError
@@ -419,9 +420,9 @@ def step_layouts(suffixes: tuple[str, ...], cfg: Any, params: dict[str, Any]) ->
     ``_TRANSPOSED_BYTES``. Bound to an architecture's ``suffixes`` once (``functools.partial``)
     for :func:`with_step_layouts`, or called by a step's ``prepare``."""
     names = [k for k in params if k.endswith(suffixes)]
-    if not names or backend_name(namespace(*(params[k] for k in names))) != "numpy":
+    if not names or not plain_numpy(*(params[k] for k in names)):
         return {}
-    import numpy as np  # the NumPy backend is loaded
+    import numpy as np  # the weights are NumPy arrays
 
     todo = {k: params[k] for k in names if not params[k].mT.flags.c_contiguous}
     if sum(w.nbytes for w in todo.values()) > _TRANSPOSED_BYTES:

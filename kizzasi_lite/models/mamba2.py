@@ -770,10 +770,11 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tupl
     """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
     and ``gated_norm`` (the norms for :func:`normed`); ``taps`` (K, conv_dim) the conv weights,
     time first, and ``conv_bias``, both halved (SiLU's input comes out halved, for
-    :func:`silu_of_half`); ``a`` (G, 1, R, 1) = -exp(A_log); ``d`` (H * P,) the skip ``D``
-    repeated over each head's channels; ``half``, a 0-d array of the weights' dtype (at a
-    step's sizes an op with a 0-d array costs half one with a Python float); then the final
-    norm's :func:`step_norm`, and the projections laid out (in, out) (:func:`step_layouts`)."""
+    :func:`silu_of_half`); ``a_heads`` (H,) = -exp(A_log) and ``a``, its (G, 1, R, 1) view;
+    ``d`` (H * P,) the skip ``D`` repeated over each head's channels; ``half``, a 0-d array of
+    the weights' dtype (at a step's sizes an op with a 0-d array costs half one with a Python
+    float); then the final norm's :func:`step_norm`, and the projections laid out (in, out)
+    (:func:`step_layouts`)."""
     xp = namespace(*params.values())
     g, h, eps = cfg.n_groups, cfg.num_heads, cfg.layer_norm_epsilon
     dtype = params["layers.0.mixer.D"].dtype

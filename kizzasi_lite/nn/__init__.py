@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from kizzasi_lite.autodiff import custom, plain
-from kizzasi_lite.backends import namespace, overflow_quiet, sliding_windows
+from kizzasi_lite.backends import namespace, overflow_quiet, plain_numpy, sliding_windows
 
 
 def linear(x: Any, weight: Any, bias: Any = None) -> Any:
@@ -179,7 +179,7 @@ def outer(u: Any, v: Any) -> Any:
     """``u[..., :, None] * v[..., None, :]``: (..., N) and (..., C) -> (..., N, C), the outer
     products of matching rows. On plain NumPy arrays one ``einsum``: NumPy's broadcast product
     takes ~1.6x as long over a block of Mamba's scan, (64, 16, 512)."""
-    if type(u).__module__ == "numpy" and type(v).__module__ == "numpy":
+    if plain_numpy(u, v):
         return namespace(u).einsum("...n,...c->...nc", u, v)
     return u[..., :, None] * v[..., None, :]
 
@@ -221,6 +221,6 @@ def conv_step(x: Any, taps: Any, state: Any) -> tuple[Any, Any]:
     1024 streams of 544 channels, than :func:`window_dot`'s over its strided view)."""
     xp = namespace(x, taps, state)
     xx = xp.concat([state, x[:, None, :]], axis=1)  # (B, K, C)
-    if type(xx).__module__ == "numpy" and type(taps).__module__ == "numpy":
+    if plain_numpy(xx, taps):
         return xp.einsum("bkc,kc->bc", xx, taps), xx[:, 1:, :]
     return window_dot(xx, taps)[:, 0, :], xx[:, 1:, :]
