@@ -495,7 +495,7 @@ def ssd_factored(
     e_out = 1.0 / xp.where(strong, 1.0, e_in)  # (B, NC, Q, H)
     if heads:
         ks = xp.asarray(heads)
-        c_k = xp.permute_dims(xp.take(cum, ks, axis=-1), (0, 1, 3, 2))  # (B, NC, K, Q): <= 0
+        c_k = xp.take(xp.permute_dims(cum, (0, 1, 3, 2)), ks, axis=2)  # (B, NC, K, Q): <= 0
         e_k = xp.exp(c_k)  # (B, NC, K, Q): exp(c_l), float64
         for j, k in enumerate(heads):
             e_out[..., k] = e_k[:, :, j, :]
@@ -503,13 +503,14 @@ def ssd_factored(
     if skip is not None:
         y = y + xc * xp.repeat(skip, p)  # D x
     if heads:  # the strong heads' outputs from inside each chunk, from their own decays
-        dt_k = xp.permute_dims(xp.take(dtc, ks, axis=-1), (0, 1, 3, 2))  # (B, NC, K, Q)
+        dt_k = xp.take(xp.permute_dims(dtc, (0, 1, 3, 2)), ks, axis=2)  # (B, NC, K, Q)
         cb_k = cb[:, :, :1, ...] if g == 1 else xp.take(cb, ks // r, axis=2)  # causal C B^T
         if xp.min(c_k) > -_FLOAT64_SPAN:  # exp(c_l) and its reciprocal within float64
             # the decay from s to l, exp(c_l - c_s), is exp(c_l) / exp(c_s): a product, not an
-            # exp per pair (masked in float64, where the growths above the diagonal are finite)
-            ratios = outer(e_k, dt_k / e_k) * _lower_ones(xp, xp.float64, q)  # (B,NC,K,Q,Q)
-            scores = xp.astype(ratios, x.dtype) * cb_k  # column s times dt_s
+            # exp per pair. Above the diagonal these are growths, finite in float64 only: the
+            # causal C B^T zeroes them before the rounding to x's dtype
+            ratios = outer(e_k, dt_k / e_k)  # (B, NC, K, Q, Q), from contiguous rows
+            scores = xp.astype(ratios * cb_k, x.dtype)  # column s times dt_s
         else:  # exp(c_l) may underflow: each decay from its own segment sum, as ssd_chunked
             adt_k = xp.astype(xp.permute_dims(xp.take(adt, ks, axis=-1), (0, 1, 3, 2)), x.dtype)
             decays = xp.exp(_segment_sums(adt_k))  # (B, NC, K, Q, Q): <= 1
