@@ -227,16 +227,18 @@ def plain_numpy(*arrays: Any) -> bool:
 
 
 def sliding_windows(x: Any, k: int) -> Any:
-    """For a plain NumPy array ``x`` (..., T, C): its windows of ``k`` steps as a view
-    (..., T - k + 1, C, k), with no copy; None for any other array (the array API has no
-    strided views), so the caller takes its general path."""
+    """For a plain NumPy array ``x`` (..., T, C): its windows of ``k`` steps as a read-only
+    view (..., T - k + 1, k, C), with no copy, each window's rows those of ``x`` (contiguous
+    along C); None for any other array (the array API has no strided views), so the caller
+    takes its general path."""
     if not plain_numpy(x):
         return None
-    if x.shape[-2] == k:  # one window, x itself (sliding_window_view costs ~13 us a call)
-        return x.swapaxes(-1, -2)[..., None, :, :]
     import numpy as np
 
-    return np.lib.stride_tricks.sliding_window_view(x, k, axis=-2)
+    *lead, t, c = x.shape
+    step, across = x.strides[-2], x.strides[-1]
+    shape, strides = (*lead, t - k + 1, k, c), (*x.strides[:-2], step, step, across)
+    return np.lib.stride_tricks.as_strided(x, shape, strides, writeable=False)
 
 
 def overflow_quiet(xp: Any) -> Any:

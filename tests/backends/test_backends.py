@@ -8,6 +8,7 @@ from kizzasi_lite.backends import (
     get_namespace,
     loops_are_cheap,
     namespace,
+    sliding_windows,
     to_numpy,
 )
 from kizzasi_lite.backends.random import Generator
@@ -83,6 +84,19 @@ def test_loops_are_cheap_for_plain_numpy_backed_arrays_only(xp):
     value_and_grad(f, {"w": x})
     assert seen == [False]  # autodiff tensors take the chunked path
     assert loops_are_cheap(x, 1.0, None) == (backend_name(xp) in ("numpy", "array_api_strict"))
+
+
+@pytest.mark.parametrize("shape", [(9, 5), (2, 9, 5), (2, 3, 4, 5), (4, 5)])
+def test_sliding_windows_are_read_only_views_of_the_steps(xp, shape):
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)[..., ::-1, :]  # any strides
+    w = sliding_windows(x if backend_name(xp) == "numpy" else xp.asarray(x.copy()), 4)
+    if backend_name(xp) != "numpy":
+        assert w is None  # no strided views: the caller takes its general path
+        return
+    t = shape[-2]
+    expected = np.stack([x[..., j : j + 4, :] for j in range(t - 3)], axis=-3)  # (.., T-3, 4, C)
+    assert w.shape == expected.shape and np.array_equal(w, expected)
+    assert np.shares_memory(w, x) and not w.flags.writeable
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
