@@ -233,6 +233,10 @@ def sliding_windows(x: Any, k: int) -> Any:
     takes its general path."""
     if not plain_numpy(x):
         return None
+    if x.shape[-2] == k:  # one window, x itself (as_strided costs ~8 us a call)
+        window = x[..., None, :, :]
+        window.flags.writeable = False
+        return window
     import numpy as np
 
     *lead, t, c = x.shape

@@ -512,7 +512,7 @@ def ssd_factored(
             ratios = outer(e_k, dt_k / e_k)  # (B, NC, K, Q, Q), from contiguous rows
             scores = xp.astype(ratios * cb_k, x.dtype)  # column s times dt_s
         else:  # exp(c_l) may underflow: each decay from its own segment sum, as ssd_chunked
-            adt_k = xp.astype(xp.permute_dims(xp.take(adt, ks, axis=-1), (0, 1, 3, 2)), x.dtype)
+            adt_k = xp.astype(xp.take(xp.permute_dims(adt, (0, 1, 3, 2)), ks, axis=2), x.dtype)
             decays = xp.exp(_segment_sums(adt_k))  # (B, NC, K, Q, Q): <= 1
             scores = decays * xp.astype(dt_k, x.dtype)[..., None, :] * cb_k  # column s times dt_s
         x_k = xp.take(xp.reshape(xc, (bsz, nc, q, h, p)), ks, axis=3)  # (B, NC, Q, K, P)
