@@ -495,7 +495,11 @@ def ssd_factored(
     e_out = 1.0 / xp.where(strong, 1.0, e_in)  # (B, NC, Q, H)
     if heads:
         ks = xp.asarray(heads)
-        c_k = xp.take(xp.permute_dims(cum, (0, 1, 3, 2)), ks, axis=2)  # (B, NC, K, Q): <= 0
+
+        def rows(v: Any) -> Any:  # (B, NC, Q, H) -> the strong heads' contiguous (B, NC, K, Q)
+            return xp.take(xp.permute_dims(v, (0, 1, 3, 2)), ks, axis=2)
+
+        c_k = rows(cum)  # (B, NC, K, Q): <= 0
         e_k = xp.exp(c_k)  # (B, NC, K, Q): exp(c_l), float64
         for j, k in enumerate(heads):
             e_out[..., k] = e_k[:, :, j, :]
@@ -503,7 +507,7 @@ def ssd_factored(
     if skip is not None:
         y = y + xc * xp.repeat(skip, p)  # D x
     if heads:  # the strong heads' outputs from inside each chunk, from their own decays
-        dt_k = xp.take(xp.permute_dims(dtc, (0, 1, 3, 2)), ks, axis=2)  # (B, NC, K, Q)
+        dt_k = rows(dtc)  # (B, NC, K, Q)
         cb_k = cb[:, :, :1, ...] if g == 1 else xp.take(cb, ks // r, axis=2)  # causal C B^T
         if xp.min(c_k) > -_FLOAT64_SPAN:  # exp(c_l) and its reciprocal within float64
             # the decay from s to l, exp(c_l - c_s), is exp(c_l) / exp(c_s): a product, not an
@@ -512,7 +516,7 @@ def ssd_factored(
             ratios = outer(e_k, dt_k / e_k)  # (B, NC, K, Q, Q), from contiguous rows
             scores = xp.astype(ratios * cb_k, x.dtype)  # column s times dt_s
         else:  # exp(c_l) may underflow: each decay from its own segment sum, as ssd_chunked
-            adt_k = xp.astype(xp.take(xp.permute_dims(adt, (0, 1, 3, 2)), ks, axis=2), x.dtype)
+            adt_k = xp.astype(rows(adt), x.dtype)  # (B, NC, K, Q)
             decays = xp.exp(_segment_sums(adt_k))  # (B, NC, K, Q, Q): <= 1
             scores = decays * xp.astype(dt_k, x.dtype)[..., None, :] * cb_k  # column s times dt_s
         x_k = xp.take(xp.reshape(xc, (bsz, nc, q, h, p)), ks, axis=3)  # (B, NC, Q, K, P)
