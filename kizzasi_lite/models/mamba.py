@@ -413,14 +413,17 @@ def _mixer_step(
 
 # the weights a step reads through ``linear``, laid out (in, out) for it (:func:`step_layouts`)
 _PROJECTIONS = ("in_proj.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight")
+# the names a step's layer reads, after its prefix (a prefix ending in "." takes weight or bias)
+_STEP_KEYS = ("in_proj.", "x_proj.weight", "dt_proj.", "D", "out_proj.")
 
 
 def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tuple, dict]:
-    """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
-    (the pre-norm for :func:`normed`), ``a_t`` (N, Di) = -exp(A_log)^T, ``taps`` (K, Di) the conv
-    weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`), ``half`` a 0-d
-    array (the gate's halving); then the final norm's :func:`step_norm`, and the four
-    projections laid out (in, out) (:func:`step_layouts`)."""
+    """Per layer, what a step derives from the config and weights alone (cached by
+    ``prepared``): ``xp``, the namespace; ``keys``, the names of the layer's parameters;
+    ``norm`` (the pre-norm for :func:`normed`), ``a_t`` (N, Di) = -exp(A_log)^T, ``taps`` (K, Di)
+    the conv weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`),
+    ``half`` a 0-d array (the gate's halving); then the final norm's :func:`step_norm`, and the
+    four projections laid out (in, out) (:func:`step_layouts`)."""
     xp = namespace(*params.values())
     dtype = params["layers.0.mixer.D"].dtype
     half = xp.asarray(0.5, dtype=dtype)
@@ -430,6 +433,8 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tupl
         conv_bias = params.get(p + "conv1d.bias")
         layers.append(
             {
+                "xp": xp,
+                "keys": tuple(p + k for k in _STEP_KEYS),
                 "norm": step_norm(params[f"layers.{i}.norm.weight"], cfg.layer_norm_epsilon),
                 "a_t": transposed(-xp.exp(params[p + "A_log"])),  # (N, Di)
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, Di)
@@ -446,21 +451,19 @@ def _layer_step_prepared(
 ) -> tuple[Any, Any, Any]:
     """Layer ``i`` of :func:`_step_plain`, ``x + mixer(RMSNorm(x))``, on its prepared arrays
     ``w``: ``x`` (B, D), ``conv`` (B, K-1, Di), ``ssm`` (B, Di, N)."""
-    xp = namespace(x)
-    p, di = f"layers.{i}.mixer.", cfg.intermediate_size
-    r, n = cfg.time_step_rank, cfg.state_size
+    xp, (inp, x_proj, dt_proj, skip, outp) = w["xp"], w["keys"]
+    di, r, n = cfg.intermediate_size, cfg.time_step_rank, cfg.state_size
     u = normed(x, w["norm"])  # (B, D)
-    xz = linear(u, params[p + "in_proj.weight"], params.get(p + "in_proj.bias"))  # (B, 2Di)
+    xz = linear(u, params[inp + "weight"], params.get(inp + "bias"))  # (B, 2Di)
     xs, conv = conv_step(xz[:, :di], w["taps"], conv)  # (B, Di), halved
     xs = silu_of_half(xs if w["conv_bias"] is None else xs + w["conv_bias"])  # (B, Di)
-    x_dbl = linear(xs, params[p + "x_proj.weight"])  # (B, R + 2N): dt_low, B, C
-    dt_w, dt_b = params[p + "dt_proj.weight"], params[p + "dt_proj.bias"]
-    dt = softplus(linear(x_dbl[:, :r], dt_w, dt_b))  # (B, Di)
+    x_dbl = linear(xs, params[x_proj])  # (B, R + 2N): dt_low, B, C
+    dt = softplus(linear(x_dbl[:, :r], params[dt_proj + "weight"], params[dt_proj + "bias"]))
     bm, cm = x_dbl[:, r : r + n, None], x_dbl[:, None, r + n :]  # (B, N, 1), (B, 1, N)
     rows = xp.permute_dims(ssm, (0, 2, 1))  # (B, N, Di): contiguous after a step or forward
     rows, y = in_stream_blocks(partial(_state_update, w["a_t"]), rows, dt, dt * xs, bm, cm)
-    y = (y + xs * params[p + "D"]) * silu_of_half(xz[:, di:] * w["half"])  # (B, Di)
-    out = linear(y, params[p + "out_proj.weight"], params.get(p + "out_proj.bias"))  # (B, D)
+    y = (y + xs * params[skip]) * silu_of_half(xz[:, di:] * w["half"])  # (B, Di)
+    out = linear(y, params[outp + "weight"], params.get(outp + "bias"))  # (B, D)
     return x + out, conv, xp.permute_dims(rows, (0, 2, 1))  # state (B, Di, N), a view
 
 

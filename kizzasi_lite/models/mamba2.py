@@ -772,34 +772,42 @@ _FEW_STREAMS = 4
 
 
 def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tuple, dict]:
-    """Per layer, what a step derives from the weights alone (cached by ``prepared``): ``norm``
-    and ``gated_norm`` (the norms for :func:`normed`); ``taps`` (K, conv_dim) the conv weights,
-    time first, and ``conv_bias``, both halved (SiLU's input comes out halved, for
-    :func:`silu_of_half`); ``a_heads`` (H,) = -exp(A_log) and ``a``, its (G, 1, R, 1) view;
-    ``d`` (H * P,) the skip ``D`` repeated over each head's channels; ``half``, a 0-d array of
-    the weights' dtype (at a step's sizes an op with a 0-d array costs half one with a Python
-    float); then the final norm's :func:`step_norm`, and the projections laid out (in, out)
-    (:func:`step_layouts`)."""
+    """Per layer, what a step derives from the config and weights alone (cached by
+    ``prepared``): ``xp``, the namespace; ``sizes``, the widths and offsets of ``in_proj``'s
+    output; ``keys``, the names of the layer's parameters; ``norm`` and ``gated_norm`` (the
+    norms for :func:`normed`); ``taps`` (K, conv_dim) the conv weights, time first, and
+    ``conv_bias``, both halved (SiLU's input comes out halved, for :func:`silu_of_half`);
+    ``a_heads`` (H,) = -exp(A_log) and ``a``, its (G, 1, R, 1) view; ``d`` (H * P,) the skip
+    ``D`` repeated over each head's channels; ``half``, a 0-d array of the weights' dtype (at a
+    step's sizes an op with a 0-d array costs half one with a Python float); then the final
+    norm's :func:`step_norm`, and the projections laid out (in, out) (:func:`step_layouts`).
+    At one stream a step's Python work costs as much as its array calls, so the layer reads
+    all of this rather than recomputing it (the config's derived sizes are properties,
+    ``namespace`` a lookup per call)."""
     xp = namespace(*params.values())
-    g, h, eps = cfg.n_groups, cfg.num_heads, cfg.layer_norm_epsilon
+    m, ds, h, g, eps = cfg.d_mlp, cfg.d_ssm, cfg.num_heads, cfg.n_groups, cfg.layer_norm_epsilon
+    sizes = (m, ds, h, cfg.head_dim, g, cfg.state_size, 2 * m + ds, 2 * m + ds + cfg.conv_dim)
     dtype = params["layers.0.mixer.D"].dtype
     half = xp.asarray(0.5, dtype=dtype)
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
-        gated = xp.reshape(params[p + "norm.weight"], (g, cfg.d_ssm // g))  # (G, d_ssm/G)
+        gated = xp.reshape(params[p + "norm.weight"], (g, ds // g))  # (G, d_ssm/G)
         conv_bias = params.get(p + "conv1d.bias")
         skip = xp.broadcast_to(params[p + "D"][:, None], (h, cfg.head_dim))  # (H, P)
         a = -xp.exp(params[p + "A_log"])  # (H,)
         layers.append(
             {
+                "xp": xp,
+                "sizes": sizes,
+                "keys": tuple(p + k for k in ("in_proj.", "out_proj.", "dt_bias")),
                 "norm": step_norm(params[f"layers.{i}.norm.weight"], eps),  # (D,), 0-d
                 "gated_norm": step_norm(gated, eps),  # (G, d_ssm/G), 0-d
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, conv_dim)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (conv_dim,)
                 "a_heads": a,  # (H,)
                 "a": xp.reshape(a, (g, 1, h // g, 1)),  # (G, 1, R, 1), a view of a_heads
-                "d": xp.reshape(skip, (cfg.d_ssm,)) * 1.0,  # (H * P,), a new array
+                "d": xp.reshape(skip, (ds,)) * 1.0,  # (H * P,), a new array
                 "half": half,
             }
         )
@@ -818,18 +826,14 @@ def _layer_step_prepared(
     broadcast shape, in blocks of streams (:func:`in_stream_blocks`); the skip ``D x`` runs over
     (B, H*P) rows.
     """
-    xp = namespace(x)
-    pre = f"layers.{i}.mixer."
-    m, ds, h, p = cfg.d_mlp, cfg.d_ssm, cfg.num_heads, cfg.head_dim
-    g, n = cfg.n_groups, cfg.state_size
-    x0, dt0 = 2 * m + ds, 2 * m + ds + cfg.conv_dim  # where xBC and dt start
+    xp, (m, ds, h, p, g, n, x0, dt0), (inp, outp, dt_bias) = w["xp"], w["sizes"], w["keys"]
     bsz, r = x.shape[0], h // g
     u = normed(x, w["norm"])  # (B, D)
-    zx = linear(u, params[pre + "in_proj.weight"], params.get(pre + "in_proj.bias"))  # (B, F)
+    zx = linear(u, params[inp + "weight"], params.get(inp + "bias"))  # (B, F)
 
     xbc, conv = conv_step(zx[:, x0:dt0], w["taps"], conv)  # (B, conv_dim), halved
     xbc = silu_of_half(xbc if w["conv_bias"] is None else xbc + w["conv_bias"])  # (B, conv_dim)
-    dt = softplus(zx[:, dt0:] + params[pre + "dt_bias"])  # (B, H)
+    dt = softplus(zx[:, dt0:] + params[dt_bias])  # (B, H)
     lo, hi = cfg.time_step_limit
     if lo > 0.0 or hi < math.inf:
         dt = xp.clip(dt, min=lo, max=hi)
@@ -857,7 +861,7 @@ def _layer_step_prepared(
     y = y * gate if cfg.norm_before_gate else y
     if m:
         y = xp.concat([silu(zx[:, :m]) * zx[:, m : 2 * m], y], axis=-1)  # (B, d_inner)
-    out = linear(y, params[pre + "out_proj.weight"], params.get(pre + "out_proj.bias"))  # (B, D)
+    out = linear(y, params[outp + "weight"], params.get(outp + "bias"))  # (B, D)
     return x + out, conv, ssm  # (B, D), (B, K-1, conv_dim), (B, H, P, N)
 
 
