@@ -52,6 +52,7 @@ from kizzasi_lite.models._common import (
     check_numpy_backed,
     check_positive_int,
     count_layers,
+    fold_into_in_proj,
     halved_taps,
     in_stream_blocks,
     inverse_softplus_dt,
@@ -423,27 +424,32 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tupl
     ``norm`` (the pre-norm for :func:`normed`), ``a_t`` (N, Di) = -exp(A_log)^T, ``taps`` (K, Di)
     the conv weights, time first, and ``conv_bias``, both halved (for :func:`silu_of_half`),
     ``half`` a 0-d array (the gate's halving); then the final norm's :func:`step_norm`, and the
-    four projections laid out (in, out) (:func:`step_layouts`)."""
-    xp = namespace(*params.values())
-    dtype = params["layers.0.mixer.D"].dtype
-    half = xp.asarray(0.5, dtype=dtype)
+    four projections laid out (in, out) (:func:`step_layouts`). Where ``in_proj`` is a copy, it
+    takes in the pre-norm's weight and the gate's halving (:func:`fold_into_in_proj`): that
+    layer's ``norm`` then carries no weight, and ``half`` is None."""
+    xp, di, eps = namespace(*params.values()), cfg.intermediate_size, cfg.layer_norm_epsilon
+    half = xp.asarray(0.5, dtype=params["layers.0.mixer.D"].dtype)
+    layouts = step_layouts(_PROJECTIONS, cfg, params)
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
         conv_bias = params.get(p + "conv1d.bias")
+        norm = step_norm(params[f"layers.{i}.norm.weight"], eps)
+        folded = p + "in_proj.weight" in layouts
+        if folded:
+            norm = fold_into_in_proj(layouts, params, p, norm, slice(di, 2 * di))  # z halved
         layers.append(
             {
                 "xp": xp,
                 "keys": tuple(p + k for k in _STEP_KEYS),
-                "norm": step_norm(params[f"layers.{i}.norm.weight"], cfg.layer_norm_epsilon),
+                "norm": norm,
                 "a_t": transposed(-xp.exp(params[p + "A_log"])),  # (N, Di)
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, Di)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (Di,)
-                "half": half,
+                "half": None if folded else half,
             }
         )
-    layouts = step_layouts(_PROJECTIONS, cfg, params)
-    return layers, step_norm(params["norm_f.weight"], cfg.layer_norm_epsilon), layouts
+    return layers, step_norm(params["norm_f.weight"], eps), layouts
 
 
 def _layer_step_prepared(
@@ -462,7 +468,8 @@ def _layer_step_prepared(
     bm, cm = x_dbl[:, r : r + n, None], x_dbl[:, None, r + n :]  # (B, N, 1), (B, 1, N)
     rows = xp.permute_dims(ssm, (0, 2, 1))  # (B, N, Di): contiguous after a step or forward
     rows, y = in_stream_blocks(partial(_state_update, w["a_t"]), rows, dt, dt * xs, bm, cm)
-    y = (y + xs * params[skip]) * silu_of_half(xz[:, di:] * w["half"])  # (B, Di)
+    z = xz[:, di:]  # (B, Di), halved already where in_proj's copy folds it in
+    y = (y + xs * params[skip]) * silu_of_half(z if w["half"] is None else z * w["half"])
     out = linear(y, params[outp + "weight"], params.get(outp + "bias"))  # (B, D)
     return x + out, conv, xp.permute_dims(rows, (0, 2, 1))  # state (B, Di, N), a view
 

@@ -67,6 +67,7 @@ from kizzasi_lite.models._common import (
     check_numpy_backed,
     check_positive_int,
     count_layers,
+    fold_into_in_proj,
     halved_taps,
     hf_names,
     in_stream_blocks,
@@ -783,12 +784,20 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tupl
     norm's :func:`step_norm`, and the projections laid out (in, out) (:func:`step_layouts`).
     At one stream a step's Python work costs as much as its array calls, so the layer reads
     all of this rather than recomputing it (the config's derived sizes are properties,
-    ``namespace`` a lookup per call)."""
+    ``namespace`` a lookup per call).
+
+    Where both projections of a layer are copies (:func:`step_layouts`), the copies also take
+    in what the layer would multiply by around them: ``in_proj`` the pre-norm's weight and the
+    gate's halving (:func:`fold_into_in_proj`), ``out_proj`` the gated norm's weight; that
+    layer's ``norm`` and ``gated_norm`` then carry no weight, and ``half`` is None. Three array
+    calls fewer a layer."""
     xp = namespace(*params.values())
     m, ds, h, g, eps = cfg.d_mlp, cfg.d_ssm, cfg.num_heads, cfg.n_groups, cfg.layer_norm_epsilon
-    sizes = (m, ds, h, cfg.head_dim, g, cfg.state_size, 2 * m + ds, 2 * m + ds + cfg.conv_dim)
+    x0 = 2 * m + ds  # where xBC starts in in_proj's output, after [z_mlp, x_mlp, z]
+    sizes = (m, ds, h, cfg.head_dim, g, cfg.state_size, x0, x0 + cfg.conv_dim)
     dtype = params["layers.0.mixer.D"].dtype
     half = xp.asarray(0.5, dtype=dtype)
+    layouts = step_layouts(("in_proj.weight", "out_proj.weight"), cfg, params)
     layers = []
     for i in range(cfg.num_hidden_layers):
         p = f"layers.{i}.mixer."
@@ -796,22 +805,28 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tupl
         conv_bias = params.get(p + "conv1d.bias")
         skip = xp.broadcast_to(params[p + "D"][:, None], (h, cfg.head_dim))  # (H, P)
         a = -xp.exp(params[p + "A_log"])  # (H,)
+        norm = step_norm(params[f"layers.{i}.norm.weight"], eps)  # (D,), 0-d
+        gated_norm = step_norm(gated, eps)  # (G, d_ssm/G), 0-d
+        folded = p + "in_proj.weight" in layouts and p + "out_proj.weight" in layouts
+        if folded:  # the copies take in the norms' weights and the gate's halving
+            norm = fold_into_in_proj(layouts, params, p, norm, slice(2 * m, x0))
+            layouts[p + "out_proj.weight"][:, m:] *= xp.reshape(gated_norm[0], (ds,))
+            gated_norm = (None, *gated_norm[1:])
         layers.append(
             {
                 "xp": xp,
                 "sizes": sizes,
                 "keys": tuple(p + k for k in ("in_proj.", "out_proj.", "dt_bias")),
-                "norm": step_norm(params[f"layers.{i}.norm.weight"], eps),  # (D,), 0-d
-                "gated_norm": step_norm(gated, eps),  # (G, d_ssm/G), 0-d
+                "norm": norm,
+                "gated_norm": gated_norm,
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, conv_dim)
                 "conv_bias": None if conv_bias is None else conv_bias * 0.5,  # (conv_dim,)
                 "a_heads": a,  # (H,)
                 "a": xp.reshape(a, (g, 1, h // g, 1)),  # (G, 1, R, 1), a view of a_heads
                 "d": xp.reshape(skip, (ds,)) * 1.0,  # (H * P,), a new array
-                "half": half,
+                "half": None if folded else half,
             }
         )
-    layouts = step_layouts(("in_proj.weight", "out_proj.weight"), cfg, params)
     return layers, step_norm(params["norm_f.weight"], eps), layouts
 
 
@@ -855,7 +870,8 @@ def _layer_step_prepared(
         ssm = _from_rows(xp, rows, h, copy=False)  # (B, H, P, N)
     y = xp.reshape(y, (bsz, ds)) + xs * w["d"]  # (B, d_ssm): y = h C + D x
 
-    gate = silu_of_half(zx[:, 2 * m : x0] * w["half"])  # (B, d_ssm)
+    z = zx[:, 2 * m : x0]  # (B, d_ssm), halved already where in_proj's copy folds it in
+    gate = silu_of_half(z if w["half"] is None else z * w["half"])  # (B, d_ssm)
     y = y if cfg.norm_before_gate else y * gate
     y = xp.reshape(normed(xp.reshape(y, (bsz, g, ds // g)), w["gated_norm"]), (bsz, ds))
     y = y * gate if cfg.norm_before_gate else y
