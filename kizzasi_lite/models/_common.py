@@ -342,7 +342,7 @@ def run_mamba_step(
     prepare: Callable, fast_layer: Callable, plain: Callable,
 ) -> tuple[Any, dict[str, Any]]:  # fmt: skip
     """One step of a Mamba-family stack: at inference each layer is
-    ``fast_layer(cfg, params, i, w, h, conv, ssm) -> (h, conv, ssm)`` (pre-norm, mixer and
+    ``fast_layer(cfg, params, w, h, conv, ssm) -> (h, conv, ssm)`` (pre-norm, mixer and
     residual) with ``w``, layer ``i``'s entry of the list ``layers`` in what
     ``prepare(cfg, params) -> (layers, norm_f, layouts)`` derives from the weights (cached per
     weight set by :func:`prepared`); ``norm_f`` is the final norm's :func:`step_norm`, and
@@ -356,9 +356,7 @@ def run_mamba_step(
     h, new_state = x, {}
     for i, w in enumerate(layers):
         conv, ssm = f"layers.{i}.conv", f"layers.{i}.ssm"
-        h, new_state[conv], new_state[ssm] = fast_layer(
-            cfg, params, i, w, h, state[conv], state[ssm]
-        )
+        h, new_state[conv], new_state[ssm] = fast_layer(cfg, params, w, h, state[conv], state[ssm])
     return normed(h, norm_f), new_state
 
 

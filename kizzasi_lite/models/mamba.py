@@ -453,9 +453,9 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tupl
 
 
 def _layer_step_prepared(
-    cfg: Config, params: dict[str, Any], i: int, w: dict[str, Any], x: Any, conv: Any, ssm: Any
+    cfg: Config, params: dict[str, Any], w: dict[str, Any], x: Any, conv: Any, ssm: Any
 ) -> tuple[Any, Any, Any]:
-    """Layer ``i`` of :func:`_step_plain`, ``x + mixer(RMSNorm(x))``, on its prepared arrays
+    """A layer of :func:`_step_plain`, ``x + mixer(RMSNorm(x))``, on its prepared arrays
     ``w``: ``x`` (B, D), ``conv`` (B, K-1, Di), ``ssm`` (B, Di, N)."""
     xp, (inp, x_proj, dt_proj, skip, outp) = w["xp"], w["keys"]
     di, r, n = cfg.intermediate_size, cfg.time_step_rank, cfg.state_size

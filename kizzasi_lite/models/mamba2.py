@@ -770,6 +770,8 @@ def _mixer(
 # at one stream it took ~0.9x the time of the (G, N, R*P) layout's (no transposes in and out), at
 # 4 streams alike, at 16 streams 1.1x (its inner loops run along N numbers, not R*P).
 _FEW_STREAMS = 4
+# the names a step's layer reads, after its prefix (a prefix ending in "." takes weight or bias)
+_STEP_KEYS = ("in_proj.", "out_proj.", "dt_bias")
 
 
 def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tuple, dict]:
@@ -816,7 +818,7 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tupl
             {
                 "xp": xp,
                 "sizes": sizes,
-                "keys": tuple(p + k for k in ("in_proj.", "out_proj.", "dt_bias")),
+                "keys": tuple(p + k for k in _STEP_KEYS),
                 "norm": norm,
                 "gated_norm": gated_norm,
                 "taps": halved_taps(params[p + "conv1d.weight"]),  # (K, conv_dim)
@@ -831,9 +833,9 @@ def _prepare_step(cfg: Config, params: dict[str, Any]) -> tuple[list[dict], tupl
 
 
 def _layer_step_prepared(
-    cfg: Config, params: dict[str, Any], i: int, w: dict[str, Any], x: Any, conv: Any, ssm: Any
+    cfg: Config, params: dict[str, Any], w: dict[str, Any], x: Any, conv: Any, ssm: Any
 ) -> tuple[Any, Any, Any]:
-    """Layer ``i`` of :func:`_step_plain`, ``x + out_proj(mixer(RMSNorm(x)))``, on its prepared
+    """A layer of :func:`_step_plain`, ``x + out_proj(mixer(RMSNorm(x)))``, on its prepared
     arrays ``w``: ``x`` (B, D), ``conv`` (B, K-1, conv_dim), ``ssm`` (B, H, P, N).
 
     Up to ``_FEW_STREAMS`` streams, the state update is :func:`_ssd_step`'s, in the state's own
