@@ -375,12 +375,13 @@ class Kizzasi:
         y = to_numpy(heads.unstandardize(self.params, pred[:, :h, :]))
         return y[0] if unbatched else y
 
-    def _forecast_z(self, params: dict, z: Any) -> Any:
-        """The forecast head on a standardized window (B, L, C) -> (B, H, C); fit calls it with
-        autodiff tensors in ``params``."""
+    def _forecast_z(self, params: dict, z: Any, state: dict | None = None) -> Any:
+        """The forecast head on a standardized window (B, L, C) -> (B, H, C), from ``state``
+        (default zeros); fit calls it with autodiff tensors in ``params``."""
         c = self.config
+        state = self.zero_state(z.shape[0]) if state is None else state
         return heads.forecast_direct(
-            self.arch, self.backbone_config, params, z, self.zero_state(z.shape[0]),
+            self.arch, self.backbone_config, params, z, state,
             patch=c.forecast_patch, revin=c.revin,
         )  # fmt: skip
 

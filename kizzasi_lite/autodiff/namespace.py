@@ -74,15 +74,27 @@ class AutodiffNamespace:
 
     # ------------------------------------------------------------------ plumbing
     def _node(self, value: Any, pairs: Sequence[tuple[Any, Callable | None]]) -> Any:
-        """Record ``value`` computed from inputs with their vjps; constants need no node."""
-        parents, vjps = [], []
+        """Record ``value`` computed from inputs with their vjps; constants need no node. A
+        value computed from constants alone is a plain array, or a constant tensor
+        (:meth:`constant`) where one of them was: data stays wrapped all the way through."""
+        parents, vjps, lifted = [], [], False
         for inp, vjp in pairs:
-            if isinstance(inp, Tensor) and vjp is not None:
-                parents.append(inp)
-                vjps.append(vjp)
+            if isinstance(inp, Tensor):
+                if inp.parents is None:  # a constant: no gradient to send back
+                    lifted = True
+                elif vjp is not None:
+                    parents.append(inp)
+                    vjps.append(vjp)
         if not parents:
-            return value
+            return self.constant(value) if lifted else value
         return Tensor(value, self, tuple(parents), tuple(vjps))
+
+    def constant(self, value: Any) -> Tensor:
+        """``value``, a backend array, as a tensor that records no gradient. Inputs and states
+        are wrapped so because the device backends' operators (MLX, array_api_strict) refuse a
+        tensor on their right (``x @ w`` with ``x`` plain and ``w`` a tensor raises ``TypeError``
+        there, where NumPy defers to the tensor's reflected operator)."""
+        return Tensor(value, self, None)
 
     def _unbroadcast(self, g: Any, shape: tuple) -> Any:
         xp = self.base

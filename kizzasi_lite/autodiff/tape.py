@@ -36,7 +36,7 @@ def _backward(out: Tensor, seed: Any) -> dict[int, Any]:
             continue
         seen.add(id(node))
         stack.append((node, True))
-        stack.extend((p, False) for p in node.parents if id(p) not in seen)
+        stack.extend((p, False) for p in node.parents or () if id(p) not in seen)
     grads: dict[int, Any] = {id(out): seed}
     for node in reversed(order):
         g = grads.get(id(node))
@@ -55,10 +55,13 @@ def value_and_grad(
 ) -> tuple[Any, dict[str, Any]]:
     """Evaluate ``fn(params, *args, **kwargs)`` (a scalar) and its gradient w.r.t. ``params``.
 
-    ``params``: a dict of backend arrays. Returns ``(value, grads)`` with ``grads`` holding one
-    array per key, of the same shape, namespace and dtype (zeros where the value does not depend
-    on that parameter). With ``has_aux=True``, ``fn`` returns ``(scalar, aux)`` and the result is
-    ``((value, aux), grads)``.
+    ``params``: a dict of backend arrays. The backend arrays among ``args`` and ``kwargs`` (also
+    inside dicts, lists and tuples: inputs, targets, states, frozen parameters) reach ``fn`` as
+    constant tensors (:meth:`AutodiffNamespace.constant`), so that every operator meets a tensor
+    on its left; data captured by ``fn`` itself does not, and works on NumPy alone. Returns
+    ``(value, grads)`` with ``grads`` holding one array per key, of the same shape, namespace and
+    dtype (zeros where the value does not depend on that parameter). With ``has_aux=True``,
+    ``fn`` returns ``(scalar, aux)`` and the result is ``((value, aux), grads)``.
     """
     from kizzasi_lite.backends import namespace
 
@@ -67,10 +70,10 @@ def value_and_grad(
     base = namespace(*params.values())
     ns = namespace_for(base)
     wrapped = {k: Tensor(v, ns) for k, v in params.items()}
-    result = fn(wrapped, *args, **kwargs)
+    result = fn(wrapped, *_lift(ns, args), **_lift(ns, kwargs))
     loss, aux = result if has_aux else (result, None)
-    if not isinstance(loss, Tensor):  # the value does not depend on the parameters
-        value = loss
+    if not isinstance(loss, Tensor) or loss.parents is None:  # not computed from the parameters
+        value = loss.value if isinstance(loss, Tensor) else loss
         grads = {k: base.zeros_like(v) for k, v in params.items()}
     else:
         if loss.ndim != 0:
@@ -79,6 +82,18 @@ def value_and_grad(
         g = _backward(loss, base.ones_like(loss.value))
         grads = {k: g.get(id(t), base.zeros_like(params[k])) for k, t in wrapped.items()}
     return ((value, aux), grads) if has_aux else (value, grads)
+
+
+def _lift(ns: AutodiffNamespace, obj: Any) -> Any:
+    """``obj`` with each floating-point backend array in it (through dicts, lists and tuples) a
+    constant tensor; integer arrays (positions, indices) stay plain."""
+    if isinstance(obj, dict):
+        return {k: _lift(ns, v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_lift(ns, v) for v in obj)
+    if isinstance(obj, Tensor | int | float) or not hasattr(obj, "dtype"):
+        return obj
+    return ns.constant(obj) if ns.base.isdtype(obj.dtype, "real floating") else obj
 
 
 def grad(fn: Callable[..., Any]) -> Callable[..., dict[str, Any]]:

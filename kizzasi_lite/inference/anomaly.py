@@ -46,9 +46,9 @@ def score(model: Any, series: Any) -> dict[str, np.ndarray]:
     if xb.shape[0] != 1:
         raise ConfigError("score takes one series (T, D) at a time")
     mean, scale, _ = model._sequence(xb, model.zero_state(1))
-    x = np.asarray(to_numpy(xb[0]), dtype=np.float64)  # (T, D)
-    pred = np.concatenate([x[:1], np.asarray(to_numpy(mean[0]), dtype=np.float64)[:-1]])
-    sig = _sigma_z(model, None if scale is None else scale[0], len(x))
+    x = np.asarray(to_numpy(xb[0, ...]), dtype=np.float64)  # (T, D)
+    pred = np.concatenate([x[:1], np.asarray(to_numpy(mean[0, ...]), dtype=np.float64)[:-1]])
+    sig = _sigma_z(model, None if scale is None else scale[0, ...], len(x))
     sig = np.concatenate([sig[:1], sig[:-1]]) if scale is not None else sig
     s, nll = _scores((x - pred) / _std(model), sig)
     s[0], nll[0] = 0.0, 0.0
@@ -106,7 +106,7 @@ def calibrate(model: Any, val: list[np.ndarray], quantile: float = QUANTILE) -> 
             continue
         xb = model._to_backend(s[None])
         mean, _, _ = model._sequence(xb, model.zero_state(1))
-        pred = np.asarray(to_numpy(mean[0]), dtype=np.float64)[:-1]
+        pred = np.asarray(to_numpy(mean[0, ...]), dtype=np.float64)[:-1]
         errs.append((s[1:] - pred) / std)
         naive.append((s[1:] - s[:-1]) / std)
     if not errs:

@@ -336,15 +336,16 @@ class _Task:
         if self.objective == "forecast":
             lb = m.config.forecast_lookback
 
-            def fn(p):
-                pred = m._forecast_z({**const, **p}, xb[:, :lb, :])
+            def fn(p, const, xb, state):
+                pred = m._forecast_z({**const, **p}, xb[:, :lb, :], state)
                 return LOSSES[self.loss](pred, xb[:, lb:, :])
 
-            value, grads = value_and_grad(fn, {k: m.params[k] for k in keys})
+            zero = m.zero_state(batch.shape[0])
+            value, grads = value_and_grad(fn, {k: m.params[k] for k in keys}, const, xb, zero)
             return float(_np(value)), grads
         state = self.state if self.state is not None else m.zero_state(batch.shape[0])
 
-        def fn(p):
+        def fn(p, const, xb, state):
             mean, scale, new = heads.next_sequence(
                 m.arch, m.backbone_config, {**const, **p}, xb[:, :-1, :], state,
                 residual=True, gaussian=m.gaussian,
@@ -355,7 +356,8 @@ class _Task:
             )
             return out, new
 
-        (value, new_state), grads = value_and_grad(fn, {k: m.params[k] for k in keys}, has_aux=True)
+        trained = {k: m.params[k] for k in keys}
+        (value, new_state), grads = value_and_grad(fn, trained, const, xb, state, has_aux=True)
         self.state = detach(new_state)
         return float(_np(value)), grads
 

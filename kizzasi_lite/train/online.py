@@ -14,7 +14,7 @@ import numpy as np
 from kizzasi_lite import heads
 from kizzasi_lite.autodiff import value_and_grad
 from kizzasi_lite.backends import to_numpy
-from kizzasi_lite.errors import ConfigError
+from kizzasi_lite.errors import ConfigError, InputError
 from kizzasi_lite.train.losses import gaussian_nll, mse
 from kizzasi_lite.train.optim import AdamW, clip_by_global_norm
 
@@ -32,6 +32,10 @@ def update(
     """Observe ``x`` (one stream, shape (D,)), return the next-step prediction, adapt the weights."""
     if buffer < 8 or every < 1:
         raise ConfigError(f"update needs buffer >= 8 and every >= 1, got {buffer}, {every}")
+    d = model.config.input_dim
+    shape = np.shape(x)
+    if shape != (d,):
+        raise InputError(f"update takes one sample of one stream, shape ({d},); got {shape}")
     y = model.step(x)
     on = getattr(model, "_online", None)
     if on is None or on.size != buffer:
@@ -51,9 +55,9 @@ def _learn(model: Any, on: _Online, lr: float) -> None:
     zb = model._to_backend(z[None])
     warm = len(z) // 4
 
-    def fn(p):
+    def fn(p, const, zb, state):
         mean, scale, _ = heads.next_sequence(
-            model.arch, model.backbone_config, {**const, **p}, zb[:, :-1, :], model.zero_state(1),
+            model.arch, model.backbone_config, {**const, **p}, zb[:, :-1, :], state,
             residual=True, gaussian=model.gaussian,
         )  # fmt: skip
         target = zb[:, warm + 1 :, :]
@@ -61,6 +65,7 @@ def _learn(model: Any, on: _Online, lr: float) -> None:
             return gaussian_nll(mean[:, warm:, :], scale[:, warm:, :], target)
         return mse(mean[:, warm:, :], target)
 
-    _, grads = value_and_grad(fn, {k: model.params[k] for k in keys})
+    trained = {k: model.params[k] for k in keys}
+    _, grads = value_and_grad(fn, trained, const, zb, model.zero_state(1))
     grads, _ = clip_by_global_norm(grads, 1.0)
     model.params = {**model.params, **on.opt.update({k: model.params[k] for k in keys}, grads, lr)}

@@ -126,6 +126,29 @@ def test_gradient_on_every_backend(xp):
     assert np.isclose(float(to_numpy(value)), float(np.sum(y * y)), rtol=1e-5)
 
 
+def test_arrays_passed_as_arguments_are_constants_on_every_backend(xp):
+    # data on the left of an operator: the device backends' operators refuse a tensor on their
+    # right, so value_and_grad hands the arrays among its arguments to fn as constant tensors
+    p = {"w": xp.asarray([[0.5, -1.0], [2.0, 0.25]], dtype=xp.float32)}
+    x = xp.asarray([[1.0, 2.0]], dtype=xp.float32)
+    steps = xp.asarray([3], dtype=xp.int64)
+
+    def loss(q, data):
+        y = data["x"] @ q["w"] - data["x"] * 2.0  # (1, 2), plain x first
+        assert isinstance(data["x"], Tensor) and not isinstance(data["steps"], Tensor)
+        return namespace(y).sum(y * y)
+
+    value, grads = value_and_grad(loss, p, {"x": x, "steps": steps})
+    w, xv = to_numpy(p["w"]).astype(np.float64), np.array([[1.0, 2.0]])
+    y = xv @ w - 2.0 * xv
+    np.testing.assert_allclose(to_numpy(grads["w"]), xv.T @ (2 * y), rtol=1e-5)
+    assert np.isclose(float(to_numpy(value)), float(np.sum(y * y)), rtol=1e-5)
+    # a value computed from constants alone has no gradient
+    value, grads = value_and_grad(lambda q, d: namespace(d).sum(d * d), p, x)
+    assert not isinstance(value, Tensor) and float(to_numpy(value)) == 5.0
+    np.testing.assert_allclose(to_numpy(grads["w"]), np.zeros((2, 2)))
+
+
 def test_unsupported_function_is_a_clear_error():
     xp = get_namespace("numpy")
     with pytest.raises(KizzasiError, match="no gradient rule for xp.sort"):
