@@ -1,7 +1,8 @@
 """WAV / FLAC / OGG signals through ``soundfile`` (libsndfile), imported lazily.
 
 Samples are read as float64 in [-1, 1] (integer PCM is scaled by libsndfile), one channel per
-column, named ``ch0, ch1, ...``; ``samplerate`` is in Hz. Written WAV files are 32-bit float
+column, named ``ch0, ch1, ...``; ``samplerate`` is in Hz. Float files holding NaN or inf are
+rejected with an ``InputError`` naming the file and frame. Written WAV files are 32-bit float
 (values kept as they are); FLAC and OGG hold [-1, 1] only, so values are clipped to it.
 """
 
@@ -24,6 +25,10 @@ def _soundfile() -> Any:
 
 
 def _open(path: Path) -> Any:
+    if not path.exists():  # libsndfile would only say "System error."
+        raise InputError(f"cannot read audio file: no such file: {path}")
+    if not path.is_file():
+        raise InputError(f"cannot read audio file {path}: expected a file, got a folder")
     sf = _soundfile()
     try:
         return sf.SoundFile(str(path))
@@ -39,7 +44,19 @@ def read_audio(path: str | Path) -> Signal:
         rate = float(f.samplerate)
     if len(data) == 0:
         raise InputError(f"{path}: expected at least one audio frame, the file has none")
+    _check_finite(data, path, 0)
     return Signal(data, default_names(data.shape[1]), rate)
+
+
+def _check_finite(frames: np.ndarray, path: Path, start: int) -> None:
+    """Reject NaN / inf in ``frames`` (n, C), which begin at frame ``start`` of the file."""
+    bad = ~np.isfinite(frames)
+    if bad.any():
+        frame, channel = np.argwhere(bad)[0]
+        raise InputError(
+            f"{path}, frame {start + int(frame)} (channel {int(channel)}): samples must be finite "
+            f"(no NaN or inf), got {frames[frame, channel]}"
+        )
 
 
 class AudioSource(Source):
@@ -52,7 +69,10 @@ class AudioSource(Source):
         self.names = default_names(self._file.channels)
 
     def _rows(self) -> Iterator[np.ndarray]:
+        start = 0
         for block in self._file.blocks(blocksize=BLOCK, dtype="float64", always_2d=True):
+            _check_finite(block, self.path, start)
+            start += len(block)
             yield from block
 
     def close(self) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +28,10 @@ from typing import Any
 import numpy as np
 
 from kizzasi_lite.errors import InputError, MissingDependencyError
+
+# the temporary-file-then-rename helper is shared with weights/ (the core may not import io/)
+from kizzasi_lite.weights.atomic import AtomicFile as AtomicFile
+from kizzasi_lite.weights.atomic import atomic_write as atomic_write
 
 SUFFIXES = {
     ".csv": "csv",
@@ -227,47 +230,3 @@ class Sink(ABC):
             self.close()
         else:
             self.abort()
-
-
-class AtomicFile:
-    """A temporary file beside ``path`` (same suffix, so format detection still works) that
-    :meth:`commit` renames onto ``path`` and :meth:`discard` deletes."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        parent = self.path.parent
-        if not parent.is_dir():
-            raise InputError(f"{self.path}: the folder {parent} does not exist")
-        fd, tmp = tempfile.mkstemp(
-            dir=parent, prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix}"
-        )
-        os.close(fd)
-        self.tmp = Path(tmp)
-        self.done = False
-
-    def commit(self) -> None:
-        if not self.done:
-            os.replace(self.tmp, self.path)
-            self.done = True
-
-    def discard(self) -> None:
-        if not self.done:
-            self.tmp.unlink(missing_ok=True)
-            self.done = True
-
-
-class atomic_write:  # lower case: used like a function, ``with atomic_write(path) as tmp:``
-    """``with atomic_write("out.png") as tmp: save(tmp)``: the file appears only if the block
-    succeeds; on error the temporary file is removed and ``out.png`` is left as it was."""
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.file = AtomicFile(path)
-
-    def __enter__(self) -> Path:
-        return self.file.tmp
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        if kind is None:
-            self.file.commit()
-        else:
-            self.file.discard()

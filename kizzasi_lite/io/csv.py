@@ -1,8 +1,11 @@
 """CSV signals: a header row, one column per channel, an optional time column (detected, skipped).
 
-The first column is taken as time, and skipped, when its values are not numbers (a date or a
-timestamp) or when its header is a time name (``time``, ``timestamp``, ``date``, ``t``, ...).
-Blank lines are ignored. Errors name the file, the line and what was expected.
+The first column is taken as time, and skipped, when its header is a time name (``time``,
+``timestamp``, ``date``, ``t``, ...) or its first value is text that is not a number (a date or
+a timestamp); an empty first value does not make it a time column. The file is UTF-8, with or
+without a byte-order mark. Blank lines are ignored; an empty cell in a channel is an error (a
+missing value), as is any other value that is not a finite number. Errors name the file, the
+line, the column and what was expected.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 from kizzasi_lite.errors import InputError
 from kizzasi_lite.io.base import AtomicFile, Sink, Source, column_indices
 
+ENCODING = "utf-8-sig"  # UTF-8, without the byte-order mark that spreadsheets put first
 TIME_NAMES = {"time", "timestamp", "date", "datetime", "t", "time_s", "seconds", "index", "step"}
 
 
@@ -29,21 +33,44 @@ def _is_number(text: str) -> bool:
 
 
 def _time_first(header: list[str], first: list[str]) -> bool:
-    """True when the first column is a time column (skipped)."""
-    return bool(first) and (not _is_number(first[0]) or header[0].strip().lower() in TIME_NAMES)
+    """True when the first column is a time column (skipped): its name is a time name, or its
+    first value is text that is not a number. An empty first value tells nothing: it is a
+    missing number, reported as such, not a timestamp."""
+    if not header or not first:
+        return False
+    if header[0].strip().lower() in TIME_NAMES:
+        return True
+    cell = first[0].strip()
+    return bool(cell) and not _is_number(cell)
 
 
-def _parse_row(row: list[str], picks: list[int], width: int, path: Path, line: int) -> np.ndarray:
-    if len(row) != width:
+def _parse_row(
+    row: list[str], picks: list[int], header: list[str], path: Path, line: int
+) -> np.ndarray:
+    """The numbers in columns ``picks`` of ``row``; errors name the file, line and column."""
+    if len(row) != len(header):
         raise InputError(
-            f"{path}, line {line}: expected {width} fields as in the header, got {len(row)}"
+            f"{path}, line {line}: expected {len(header)} fields as in the header, got {len(row)}"
         )
-    try:
-        values = np.array([float(row[j]) for j in picks])
-    except ValueError as exc:
-        raise InputError(f"{path}, line {line}: expected numbers, {exc}") from None
-    if not np.all(np.isfinite(values)):
-        raise InputError(f"{path}, line {line}: values must be finite (no NaN or inf)")
+    values = np.empty(len(picks))  # (C,)
+    for i, j in enumerate(picks):
+        cell = row[j].strip()
+        if not cell:
+            raise InputError(
+                f"{path}, line {line}: missing value in column {header[j]!r} (an empty cell); "
+                "expected a number"
+            )
+        try:
+            values[i] = float(cell)
+        except ValueError:
+            raise InputError(
+                f"{path}, line {line}: expected numbers, got {cell!r} in column {header[j]!r}"
+            ) from None
+        if not np.isfinite(values[i]):
+            raise InputError(
+                f"{path}, line {line}: values must be finite (no NaN or inf), got {cell!r} "
+                f"in column {header[j]!r}"
+            )
     return values
 
 
@@ -55,7 +82,7 @@ def read_csv(path: str | Path, columns: list[str] | None = None) -> tuple[np.nda
     """
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        with path.open(newline="", encoding=ENCODING) as f:
             rows = [(i + 1, r) for i, r in enumerate(csv.reader(f)) if r]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"cannot read CSV {path}: {exc}") from exc
@@ -67,7 +94,7 @@ def read_csv(path: str | Path, columns: list[str] | None = None) -> tuple[np.nda
     picks = [start + i for i in column_indices(names, columns, str(path))]
     data = np.empty((len(rows) - 1, len(picks)))
     for k, (line, row) in enumerate(rows[1:]):
-        data[k] = _parse_row(row, picks, len(header), path, line)
+        data[k] = _parse_row(row, picks, header, path, line)
     return data, [header[j] for j in picks]
 
 
@@ -77,19 +104,22 @@ class CsvSource(Source):
     def __init__(self, path: str | Path) -> None:
         self.path = self.where = Path(path)
         try:
-            self._file = self.path.open(newline="", encoding="utf-8")
+            self._file = self.path.open(newline="", encoding=ENCODING)
         except OSError as exc:
             raise InputError(f"cannot read CSV {self.path}: {exc}") from exc
         self._lines = enumerate(csv.reader(self._file), start=1)
-        self._header = [h.strip() for h in self._next_row(what="a header row")[1]]
-        self._first = self._next_row(what="at least one data row")
+        try:
+            self._header = [h.strip() for h in self._next_row(what="a header row")[1]]
+            self._first = self._next_row(what="at least one data row")
+        except BaseException:
+            self.close()
+            raise
         self._start = 1 if _time_first(self._header, self._first[1]) else 0
         self.names = self._header[self._start :]
 
     def _next_row(self, what: str) -> tuple[int, list[str]]:
         for line, row in self._read():
             return line, row
-        self.close()
         raise InputError(f"{self.path}: expected {what}")
 
     def _read(self) -> Iterator[tuple[int, list[str]]]:
@@ -105,7 +135,7 @@ class CsvSource(Source):
         first, self._first = self._first, None
         rows = self._read() if first is None else itertools.chain([first], self._read())
         for line, row in rows:
-            yield _parse_row(row, picks, len(self._header), self.path, line)
+            yield _parse_row(row, picks, self._header, self.path, line)
 
     def close(self) -> None:
         self._file.close()

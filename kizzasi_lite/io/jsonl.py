@@ -35,15 +35,27 @@ class JsonLinesSource(Source):
             self._own = True
         else:
             self._file, self._own = stream if stream is not None else sys.stdin, False
-        self._lines = enumerate(self._file, start=1)
-        self._first = self._next()
+        self._lines = self._read()
+        try:
+            self._first = self._next()
+        except BaseException:
+            self.close()
+            raise
         self._keys = self._first[2]  # every line's channels, before any select()
         self.names = list(self._keys)
 
+    def _read(self) -> Iterator[tuple[int, str]]:
+        """``(line number, text)`` of every line that is not blank."""
+        try:
+            for line, text in enumerate(self._file, start=1):
+                if text.strip():
+                    yield line, text
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read {self.where}: {exc}") from None
+
     def _next(self) -> tuple[int, np.ndarray, list[str]]:
         for line, text in self._lines:
-            if text.strip():
-                return (line, *self._parse(text, line, None))
+            return (line, *self._parse(text, line, None))
         raise InputError(f"{self.where}: expected at least one JSON line with a sample")
 
     def _parse(self, text: str, line: int, names: list[str] | None) -> tuple[np.ndarray, list[str]]:
@@ -52,6 +64,8 @@ class JsonLinesSource(Source):
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where}: expected JSON ({exc.msg})") from None
+        except (ValueError, RecursionError) as exc:  # an integer of > 4300 digits, deep nesting
+            raise InputError(f"{where}: expected JSON of numbers ({exc})") from None
         if isinstance(obj, dict) and set(obj) == {"x"}:
             obj = obj["x"]
         if isinstance(obj, dict):
@@ -72,7 +86,12 @@ class JsonLinesSource(Source):
             raise InputError(
                 f"{where}: expected numbers: an array, a number, or an object of numbers"
             )
-        arr = np.asarray(values, dtype=np.float64)
+        try:
+            arr = np.array([float(v) for v in values])  # (D,)
+        except OverflowError:
+            raise InputError(
+                f"{where}: a number is too large for float64 (magnitude above 1.8e308)"
+            ) from None
         if not np.all(np.isfinite(arr)):
             raise InputError(f"{where}: values must be finite (no NaN or inf)")
         return arr, names or keys
@@ -82,10 +101,10 @@ class JsonLinesSource(Source):
         if first is not None:
             yield first[1]
         for line, text in self._lines:
-            if text.strip():
-                yield self._parse(text, line, self._keys)[0]
+            yield self._parse(text, line, self._keys)[0]
 
     def close(self) -> None:
+        self._lines.close()  # a generator: closing it now keeps no frame (or file) alive
         if self._own:
             self._file.close()
 

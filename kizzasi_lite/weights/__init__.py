@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from kizzasi_lite.backends import dtype_of, get_namespace, to_numpy
 from kizzasi_lite.errors import WeightsError
 from kizzasi_lite.models import ARCHITECTURES, Backbone, architecture
+from kizzasi_lite.weights.atomic import atomic_write
 from kizzasi_lite.weights.safetensors import load_file, save_file
 
 WEIGHTS_NAME = "model.safetensors"
@@ -37,16 +37,9 @@ _KEY_MARKERS = (
 
 def write_json_atomic(obj: Any, path: str | os.PathLike) -> None:
     """Write ``obj`` as indented JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, error=WeightsError) as tmp, tmp.open("w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -58,6 +51,57 @@ def read_json(path: str | os.PathLike) -> dict:
     if not isinstance(obj, dict):
         raise WeightsError(f"{path}: expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, list) and all(_is_number(x) for x in v)
+
+
+# training.json: key -> (check, what it must be); other keys are kept unchecked
+_TRAINING_FIELDS = {
+    "columns": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v),
+                "a list of channel names"),
+    "data": (lambda v: isinstance(v, str), "a string"),
+    "samplerate": (lambda v: v is None or _is_number(v), "a number"),
+    "trained": (lambda v: isinstance(v, bool), "true or false"),
+    "error_scale": (_numbers, "a list of numbers"),
+    "anomaly_threshold": (lambda v: v is None or _is_number(v), "a number"),
+    "anomaly_quantile": (_is_number, "a number"),
+}  # fmt: skip
+_RUN_LISTS = ("epoch", "train_loss", "val_loss", "lr", "seconds")
+
+
+def read_training_info(path: str | os.PathLike) -> dict:
+    """Read ``training.json`` (training history, metrics, anomaly threshold) and check the types
+    of the fields the package reads; ``WeightsError`` names the file and the field."""
+    info = read_json(path)
+    for key, value in info.items():
+        if key in _TRAINING_FIELDS:
+            ok, what = _TRAINING_FIELDS[key]
+        elif key.startswith(("val_", "forecast_val_")):
+            ok, what = _is_number, "a number"
+        else:
+            continue
+        if not ok(value):
+            raise WeightsError(f"{path}: {key!r} must be {what}, got {value!r:.80}")
+    runs = info.get("history", [])
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise WeightsError(
+            f"{path}: 'history' must be a list of objects (one per training run), got {runs!r:.80}"
+        )
+    for i, run in enumerate(runs):
+        if not isinstance(run.get("objective", ""), str):
+            raise WeightsError(f"{path}: history[{i}]['objective'] must be a string")
+        for key in _RUN_LISTS:
+            if not _numbers(run.get(key, [])):
+                raise WeightsError(
+                    f"{path}: history[{i}][{key!r}] must be a list of numbers, got {run[key]!r:.80}"
+                )
+    return info
 
 
 def detect_architecture(tensors: dict[str, Any], config_json: dict | None) -> str:
@@ -136,6 +180,7 @@ __all__ = [
     "load_backbone",
     "load_file",
     "read_json",
+    "read_training_info",
     "save_backbone",
     "save_file",
     "write_json_atomic",

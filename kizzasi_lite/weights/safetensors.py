@@ -13,15 +13,16 @@ here load with ``safetensors.numpy.load_file`` and the reverse. Every problem wi
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kizzasi_lite.errors import WeightsError
+from kizzasi_lite.weights.atomic import atomic_write
 
 _DTYPES = {
     "F64": np.float64,
@@ -56,39 +57,87 @@ def load_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
         raise WeightsError(f"{path}: header is not valid JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: header must be a JSON object, got {type(header).__name__}")
-    metadata = header.pop("__metadata__", None) or {}
+    metadata = _check_metadata(path, header.pop("__metadata__", {}))
     data = memoryview(raw)[8 + n :]
-    tensors = {}
-    for name, info in header.items():
-        tensors[name] = _read_tensor(path, name, info, data)
+    entries = {name: _check_entry(path, name, info, len(data)) for name, info in header.items()}
+    _check_no_overlap(path, entries)
+    tensors = {name: _read_tensor(entry, data) for name, entry in entries.items()}
     return tensors, metadata
 
 
-def _read_tensor(path: Path, name: str, info: Any, data: memoryview) -> np.ndarray:
-    try:
-        dtype_name, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-    except (KeyError, TypeError, ValueError) as exc:
+def _check_metadata(path: Path, metadata: Any) -> dict[str, str]:
+    """``__metadata__`` is a JSON object of strings (the format's ``HashMap<String, String>``)."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
         raise WeightsError(
-            f"{path}: tensor {name!r} has a malformed header entry {info!r}"
-        ) from exc
-    if not (0 <= begin <= end <= len(data)):
-        raise WeightsError(
-            f"{path}: tensor {name!r} data [{begin}, {end}) lies outside the {len(data)}-byte data"
+            f"{path}: __metadata__ must be a JSON object, got {type(metadata).__name__}"
         )
-    count = int(np.prod(shape, dtype=np.int64))
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise WeightsError(
+                f"{path}: __metadata__[{key!r}] must be a string, got {type(value).__name__}"
+            )
+    return metadata
+
+
+def _is_index(v: Any) -> bool:
+    """A JSON whole number >= 0 (``true``/``false`` and ``2.0`` are not)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_entry(path: Path, name: str, info: Any, size: int) -> tuple:
+    """Validate one header entry; return ``(dtype name, shape tuple, begin, end)``."""
+    where = f"{path}: tensor {name!r}"
+    if not isinstance(info, dict):
+        raise WeightsError(
+            f"{where}: expected an object with dtype, shape and data_offsets, got {info!r}"
+        )
+    missing = [k for k in ("dtype", "shape", "data_offsets") if k not in info]
+    if missing:
+        raise WeightsError(f"{where}: the header entry has no {', '.join(missing)}: {info!r}")
+    dtype_name, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not isinstance(dtype_name, str) or (dtype_name != "BF16" and dtype_name not in _DTYPES):
+        known = ", ".join([*_DTYPES, "BF16"])
+        raise WeightsError(f"{where} has unsupported dtype {dtype_name!r}; expected one of {known}")
+    if not isinstance(shape, list) or not all(_is_index(d) for d in shape):
+        raise WeightsError(f"{where}: shape must be a list of whole numbers >= 0, got {shape!r}")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_index, offsets))):
+        raise WeightsError(
+            f"{where}: data_offsets must be [begin, end], two whole numbers >= 0, got {offsets!r}"
+        )
+    begin, end = offsets
+    if not begin <= end <= size:
+        raise WeightsError(
+            f"{where}: data [{begin}, {end}) lies outside the {size}-byte data section"
+        )
+    itemsize = 2 if dtype_name == "BF16" else np.dtype(_DTYPES[dtype_name]).itemsize
+    need = math.prod(shape) * itemsize
+    if end - begin != need:
+        raise WeightsError(
+            f"{where} holds {end - begin} bytes, shape {shape} of {dtype_name} needs {need}"
+        )
+    return dtype_name, tuple(shape), begin, end
+
+
+def _check_no_overlap(path: Path, entries: dict[str, tuple]) -> None:
+    """No two tensors share a byte (empty tensors hold none, so they may sit anywhere)."""
+    spans = sorted((e[2], e[3], name) for name, e in entries.items() if e[3] > e[2])
+    for (_, end_a, a), (begin_b, end_b, b) in zip(spans, spans[1:], strict=False):
+        if begin_b < end_a:
+            raise WeightsError(
+                f"{path}: tensor {b!r} (bytes [{begin_b}, {end_b})) overlaps tensor {a!r} "
+                f"(bytes up to {end_a})"
+            )
+
+
+def _read_tensor(entry: tuple, data: memoryview) -> np.ndarray:
+    """The array of one validated entry, in native byte order."""
+    dtype_name, shape, begin, end = entry
     if dtype_name == "BF16":
-        if end - begin != 2 * count:
-            raise WeightsError(f"{path}: tensor {name!r}: {end - begin} bytes for shape {shape}")
         bits = np.frombuffer(data[begin:end], dtype="<u2").astype(np.uint32) << 16
         return bits.view(np.float32).reshape(shape)
-    if dtype_name not in _DTYPES:
-        raise WeightsError(f"{path}: tensor {name!r} has unsupported dtype {dtype_name!r}")
     dtype = np.dtype(_DTYPES[dtype_name]).newbyteorder("<")
-    if end - begin != dtype.itemsize * count:
-        raise WeightsError(
-            f"{path}: tensor {name!r} holds {end - begin} bytes, "
-            f"shape {shape} of {dtype_name} needs {dtype.itemsize * count}"
-        )
     return (
         np.frombuffer(data[begin:end], dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
     )
@@ -117,14 +166,8 @@ def save_file(
         offset += len(blob)
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % 8)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(text)))
-            f.write(text)
-            for blob in blobs:
-                f.write(blob)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, error=WeightsError) as tmp, tmp.open("wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for blob in blobs:
+            f.write(blob)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -218,3 +220,95 @@ def test_atomic_write_and_locations(tmp_path):
         parse_location("data.txt")
     with pytest.raises(KizzasiError):
         parse_location("noext")
+
+
+@pytest.mark.parametrize(
+    ("text", "names", "rows"),
+    [
+        ("\ufefftime,temp\n0,1.5\n1,2.5\n", ["temp"], [[1.5], [2.5]]),
+        ("\ufeffa,b\n1,2\n3,4\n", ["a", "b"], [[1, 2], [3, 4]]),
+    ],
+)
+def test_csv_byte_order_mark_is_not_part_of_the_first_name(tmp_path, text, names, rows):
+    p = tmp_path / "bom.csv"
+    p.write_bytes(text.encode("utf-8"))
+    sig = read_data(p)
+    assert sig.names == names and sig.data.tolist() == rows
+    with open_source(p) as src:
+        assert src.names == names and [r.tolist() for r in src] == rows
+
+
+def test_csv_empty_first_cell_is_a_missing_value_not_a_time_column(tmp_path):
+    p = tmp_path / "gap.csv"
+    p.write_text("a,b\n,2\n1,3\n")
+    message = r"gap\.csv, line 2: missing value in column 'a'"
+    with pytest.raises(InputError, match=message):
+        read_data(p)
+    with open_source(p) as src:
+        assert src.names == ["a", "b"]  # channel a is kept
+        with pytest.raises(InputError, match=message):
+            list(src)
+    p.write_text("a,b\n1,2\n3, \n")  # later rows: the same error, naming the column
+    with pytest.raises(InputError, match=r"line 3: missing value in column 'b'"):
+        read_data(p)
+    p.write_text("time,b\n,2\n,3\n")  # an empty time cell is fine: the column is skipped
+    assert read_data(p).data.tolist() == [[2], [3]]
+
+
+def _spy_on_open(monkeypatch):
+    from pathlib import Path
+
+    opened, real_open = [], Path.open
+
+    def spy(self, *args, **kwargs):
+        f = real_open(self, *args, **kwargs)
+        opened.append(f)
+        return f
+
+    monkeypatch.setattr(Path, "open", spy)
+    return opened
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("big.jsonl", b"[1" + b"0" * 400 + b", 2]\n", r"big\.jsonl, line 1: .*too large"),
+        ("big.jsonl", b"[1, 2]\n[-1" + b"0" * 400 + b", 2]\n", r"line 2: .*too large"),
+        ("huge.jsonl", b"[1" + b"0" * 5000 + b"]\n", r"huge\.jsonl, line 1: expected JSON"),
+        ("deep.jsonl", b"[" * 100_000 + b"\n", r"deep\.jsonl, line 1: expected JSON"),
+        ("bad.jsonl", b"{oops\n[1]\n", r"bad\.jsonl, line 1: expected JSON"),
+        ("bin.jsonl", b"[1]\n\xff\xfe\n", r"cannot read .*bin\.jsonl"),
+        ("empty.jsonl", b"\n\n", "expected at least one JSON line"),
+        ("bin.csv", b"\xff\xfe,x\n1,2\n", r"cannot read CSV .*bin\.csv"),
+    ],
+)
+def test_read_errors_close_the_file(tmp_path, monkeypatch, name, content, message):
+    p = tmp_path / name
+    p.write_bytes(content)
+    opened = _spy_on_open(monkeypatch)
+    with pytest.raises(InputError, match=message):
+        read_data(p)
+    with pytest.raises(InputError, match=message):
+        with open_source(p) as src:
+            list(src)
+    assert len(opened) == 2 and all(f.closed for f in opened)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permission bits")
+@pytest.mark.parametrize("name", ["o.csv", "o.npy", "o.jsonl", "o.wav", "o.h5", "o.png"])
+def test_written_files_get_the_umask_mode_not_0600(tmp_path, name):
+    if name.endswith(".wav"):
+        pytest.importorskip("soundfile")
+    if name.endswith(".h5"):
+        pytest.importorskip("h5py")
+    old = os.umask(0o022)
+    try:
+        if name.endswith(".png"):
+            with atomic_write(tmp_path / name) as tmp:
+                tmp.write_bytes(b"png")
+        else:
+            write_table(tmp_path / name, np.zeros((2, 2)), ["a", "b"])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
+    assert _leftovers(tmp_path) == []

@@ -1,3 +1,6 @@
+import json
+import struct
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -66,3 +69,62 @@ def test_bf16_is_widened_to_float32(tmp_path):
     torch_save({"x": t}, str(tmp_path / "b.safetensors"))
     out, _ = load_file(tmp_path / "b.safetensors")
     np.testing.assert_array_equal(out["x"], np.array([1.5, -2.0, 3.25], np.float32))
+
+
+def _raw_file(path, header, data=b"\0" * 16):
+    """A safetensors file with exactly this ``header`` (no checks) and ``data`` bytes."""
+    text = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(text)) + text + data)
+    return path
+
+
+F32_2 = {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        ({"w": {**F32_2, "shape": [2.0]}}, r"'w': shape must be a list of whole numbers"),
+        ({"w": {**F32_2, "shape": "ab"}}, r"'w': shape must be a list"),
+        ({"w": {**F32_2, "shape": [-2]}}, r"'w': shape must be a list"),
+        ({"w": {**F32_2, "shape": [True, 2]}}, r"'w': shape must be a list"),
+        ({"w": {**F32_2, "data_offsets": ["0", 8]}}, r"'w': data_offsets must be \[begin, end\]"),
+        ({"w": {**F32_2, "data_offsets": [0]}}, r"'w': data_offsets must be \[begin, end\]"),
+        ({"w": {**F32_2, "data_offsets": 8}}, r"'w': data_offsets must be \[begin, end\]"),
+        ({"w": {**F32_2, "data_offsets": [8, 0]}}, r"'w': data \[8, 0\) lies outside"),
+        ({"w": {**F32_2, "data_offsets": [12, 20]}}, r"'w': data \[12, 20\) lies outside"),
+        ({"w": {**F32_2, "dtype": ["F32"]}}, r"'w' has unsupported dtype \['F32'\]"),
+        ({"w": {**F32_2, "dtype": "F8"}}, r"'w' has unsupported dtype 'F8'"),
+        ({"w": {**F32_2, "shape": [3]}}, r"'w' holds 8 bytes, shape \[3\] of F32 needs 12"),
+        ({"w": {"dtype": "F32", "shape": [2]}}, "'w': the header entry has no data_offsets"),
+        ({"w": [1, 2]}, "'w': expected an object"),
+        (
+            {"a": F32_2, "b": {**F32_2, "data_offsets": [4, 12]}},
+            r"tensor 'b' \(bytes \[4, 12\)\) overlaps tensor 'a'",
+        ),
+        ({"a": F32_2, "b": F32_2}, "overlaps tensor"),
+        ({"__metadata__": ["x"], "w": F32_2}, "__metadata__ must be a JSON object"),
+        ({"__metadata__": {"n": 1}, "w": F32_2}, r"__metadata__\['n'\] must be a string"),
+    ],
+)
+def test_malformed_headers_raise_weights_error_naming_the_tensor(tmp_path, entries, message):
+    path = _raw_file(tmp_path / "m.safetensors", entries)
+    with pytest.raises(WeightsError, match=message) as info:
+        load_file(path)
+    assert str(path) in str(info.value)
+
+
+def test_empty_tensors_and_gaps_are_accepted(tmp_path):
+    header = {
+        "a": F32_2,
+        "e1": {"dtype": "F64", "shape": [0, 3], "data_offsets": [8, 8]},
+        "e2": {"dtype": "I8", "shape": [0], "data_offsets": [8, 8]},
+        "b": {"dtype": "U8", "shape": [2, 2], "data_offsets": [12, 16]},  # 4 unused bytes before
+    }
+    out, meta = load_file(_raw_file(tmp_path / "m.safetensors", header))
+    assert meta == {} and out["e1"].shape == (0, 3) and out["b"].shape == (2, 2)
+    np.testing.assert_array_equal(out["a"], np.zeros(2, np.float32))
+    arrays = {"z": np.zeros((0, 2), np.float32), "y": np.arange(3, dtype=np.int64)}
+    save_file(arrays, tmp_path / "n.safetensors")
+    back, _ = load_file(tmp_path / "n.safetensors")
+    assert back["z"].shape == (0, 2) and back["y"].tolist() == [0, 1, 2]
