@@ -75,4 +75,9 @@ if __name__ == "__main__":
     p.add_argument("--small", action="store_true", help="small sizes, a few seconds")
     p.add_argument("--out", help="write the predicted signal here (WAV)")
     a = p.parse_args()
+    if a.wav is None and not DEFAULT_WAV.is_file():
+        p.error(
+            f"give a WAV/FLAC recording: the default {DEFAULT_WAV} (Debian's alsa-utils) is not "
+            "installed here"
+        )
     main(a.wav, a.small, a.out)

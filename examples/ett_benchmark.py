@@ -168,7 +168,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--small",
+        action="store_true",
+        help="a smoke run of a few seconds: horizon 24, hidden 16, 3 training steps of 32 windows",
+    )
     args = p.parse_args(argv)
+    if args.small:
+        args.horizons, args.hidden, args.epochs = [24], 16, 1
+        args.max_steps_per_epoch, args.batch_size = 3, 32
 
     data, _ = load_ett(args.dataset, args.csv)
     splits = ett_splits(data, args.dataset, LOOKBACK)

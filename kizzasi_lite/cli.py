@@ -186,7 +186,7 @@ def _add_demo(subs: argparse._SubParsersAction) -> None:
              "  kizzasi demo --out report --quick\n")  # fmt: skip
     p.add_argument("--out", "-o", default="kizzasi-demo", metavar="DIR",
                    help="report folder (default: ./kizzasi-demo)")  # fmt: skip
-    p.add_argument("--quick", action="store_true", help="a smaller, faster run (~15 s)")
+    p.add_argument("--quick", action="store_true", help="a smaller, faster run (about 10 s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,8 +219,9 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         "stream": commands.run_stream,
         "info": commands.run_info,
     }[args.command]
-    # a stream may write its data to stdout: its messages go to stderr
-    return run(args, sys.stderr if args.command == "stream" else out)
+    # a stream, or a table written to `--out -`, puts its data on stdout: messages go to stderr
+    to_stdout = args.command == "stream" or getattr(args, "out", None) == "-"
+    return run(args, sys.stderr if to_stdout else out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

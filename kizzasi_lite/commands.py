@@ -20,7 +20,7 @@ import numpy as np
 from kizzasi_lite.config import PRESETS, KizzasiConfig, ModelType
 from kizzasi_lite.errors import ConfigError, InputError, KizzasiError
 from kizzasi_lite.io import Signal, open_sink, open_source, parse_location, read_data, write_table
-from kizzasi_lite.predictor import GUARDRAILS_NAME, Kizzasi
+from kizzasi_lite.predictor import Kizzasi
 
 
 # ---------------------------------------------------------------------- shared helpers
@@ -28,9 +28,8 @@ def load_model(path: str | Path) -> Kizzasi:
     """A model folder written by ``kizzasi fit`` (or ``save_pretrained``)."""
     path = Path(path)
     if not path.is_dir():
-        raise InputError(
-            f"{path}: no such model folder (make one with `kizzasi fit DATA --out {path}`)"
-        )
+        what = "is a file, not a model folder" if path.exists() else "no such model folder"
+        raise InputError(f"{path}: {what} (make one with `kizzasi fit DATA --out FOLDER`)")
     return Kizzasi.from_pretrained(path)  # guardrails.json too, when there is one
 
 
@@ -92,6 +91,11 @@ def say(out: TextIO, text: str = "") -> None:
     out.flush()
 
 
+def _wrote(out: TextIO, where: str) -> None:
+    if where != "-":  # standard output needs no announcement
+        say(out, f"wrote {where}")
+
+
 # ---------------------------------------------------------------------- fit
 def build_config(args: Namespace, sig: Signal) -> KizzasiConfig:
     """The config from ``--preset`` (sized to the data) and the explicit options."""
@@ -125,6 +129,9 @@ def _val_part(sig: Signal, frac: float) -> np.ndarray | None:
 
 
 def run_fit(args: Namespace, out: TextIO) -> int:
+    target = Path(args.out)
+    if target.exists() and not target.is_dir():  # before training, not after
+        raise InputError(f"--out {args.out} is a file; give a folder for the model")
     sig = read_data(args.data, split_columns(args.columns))
     config = build_config(args, sig)
     model = Kizzasi(config)
@@ -152,7 +159,7 @@ def run_fit(args: Namespace, out: TextIO) -> int:
     val = _val_part(sig, args.val_fraction)
     if config.forecast_horizon and val is not None:
         _forecast_metrics(model, val)
-    report_metrics(model, out, args.val_fraction, seconds)
+    report_metrics(model, out, f"the last {args.val_fraction:.0%} of the data", seconds)
     model.save_pretrained(args.out)  # with guardrails.json when guardrails were given
     files = sorted(p.name for p in Path(args.out).iterdir() if not p.name.startswith("."))
     say(out, f"saved the model to {args.out}/ ({', '.join(files)})")
@@ -177,14 +184,15 @@ def _forecast_metrics(model: Kizzasi, val: np.ndarray) -> None:
     }
 
 
-def report_metrics(model: Kizzasi, out: TextIO, val_fraction: float, seconds: float) -> None:
-    """Print the validation metrics beside the repeat-last-value baseline."""
+def report_metrics(model: Kizzasi, out: TextIO, validation: str, seconds: float) -> None:
+    """Print the validation metrics beside the repeat-last-value baseline; ``validation`` says
+    which data they come from."""
     info = model.info
     say(out, f"trained in {seconds:.1f} s")
     if "val_mse" not in info:
         say(out, "no validation metrics (no validation data: --val-fraction 0)")
         return
-    say(out, f"validation: the last {val_fraction:.0%} of the data, in normalised units "
+    say(out, f"validation: {validation}, in normalised units "
         "(errors divided by each channel's training standard deviation)")  # fmt: skip
     say(out, f"  {'metric':24s} {'model':>10s} {'repeat-last':>12s} {'change':>8s}")
     rows = [("next-step MSE", info["val_mse"], info["val_mse_repeat_last"]),
@@ -212,10 +220,13 @@ def forecast(
         c.forecast_horizon and horizon <= c.forecast_horizon and len(history) >= c.forecast_lookback
     )
     if method == "direct" and not direct:
-        raise ConfigError(
-            f"--method direct needs a model fitted with --forecast-horizon >= {horizon} "
-            f"(this one has {c.forecast_horizon}) and at least {c.forecast_lookback} samples"
-        )
+        if not c.forecast_horizon:
+            why = "this model has no direct head (fit it with --forecast-horizon H)"
+        elif horizon > c.forecast_horizon:
+            why = f"its head forecasts up to {c.forecast_horizon} steps, asked for {horizon}"
+        else:
+            why = f"its head reads {c.forecast_lookback} samples, the data has {len(history)}"
+        raise ConfigError(f"--method direct: {why}")
     if samples and not model.gaussian:
         raise ConfigError("--samples needs a model fitted with --head gaussian")
     if method == "direct" or (method == "auto" and direct and not samples):
@@ -246,7 +257,7 @@ def run_forecast(args: Namespace, out: TextIO) -> int:
         f"{f', {args.samples} sampled paths' if paths is not None else ''})")  # fmt: skip
     if args.out:
         write_table(args.out, data, names)
-        say(out, f"wrote {args.out}")
+        _wrote(out, args.out)
     else:
         say(out, ",".join(names))
         for row in data:
@@ -286,7 +297,7 @@ def run_detect(args: Namespace, out: TextIO) -> int:
              flags[:, None], res["prediction"]], axis=1,
         )  # fmt: skip
         write_table(args.out, table, names)
-        say(out, f"wrote {args.out}")
+        _wrote(out, args.out)
     if args.plot:
         from kizzasi_lite.io.plot import plot_anomalies
 
@@ -325,7 +336,7 @@ class Streamer:
         from kizzasi_lite.backends import to_numpy
 
         score = self.model.score_one(x)  # steps the model; keeps the raw prediction
-        raw = np.asarray(self.model.last_raw, dtype=np.float64)  # (1, D)
+        raw = np.asarray(self.model.last_raw, dtype=np.float64)[None]  # (1, D)
         if self.guards is None:
             return raw[0], score, False
         safe, report = self.guards.enforce(raw, previous=self.previous)
@@ -365,24 +376,32 @@ def run_stream(args: Namespace, out: TextIO) -> int:
     model = load_model(args.model_dir)
     attach_guardrails(model, args.guardrails)
     step = Streamer(model)
-    n, start = 0, time.perf_counter()
+    n, start, failed = 0, time.perf_counter(), None
     with _Stop() as stop:
         try:
             with open_source(args.source, split_columns(args.columns)) as source:
                 _match_channels(model, source, args.columns is None)
                 audio = parse_location(args.sink).kind == "audio"
-                preds = [f"pred_{name}" for name in source.names]
+                names = source.names
+                known = model.info.get("columns")
+                if known and names == [f"ch{i}" for i in range(len(names))]:
+                    names = known  # unnamed channels (JSON lists): the model's names
+                preds = [f"pred_{name}" for name in names]
                 extra = ["guarded"] if step.guards is not None else []
                 names = preds if audio else ["step", *preds, "score", "anomaly", *extra]
                 with open_sink(args.sink, names, samplerate=source.samplerate) as sink:
                     samples = iter(source)
                     while not stop.requested and not (args.limit and n >= args.limit):
                         stop.waiting = True
-                        x = next(samples, None)
-                        stop.waiting = False
-                        if x is None:
+                        try:  # a bad sample ends the stream, keeping the rows before it
+                            x = next(samples, None)
+                            stop.waiting = False
+                            if x is None:
+                                break
+                            y, score, moved = step(x)
+                        except KizzasiError as exc:
+                            failed = exc
                             break
-                        y, score, moved = step(x)
                         if audio:
                             sink.write(y.tolist())
                         else:
@@ -392,6 +411,9 @@ def run_stream(args: Namespace, out: TextIO) -> int:
                         n += 1
         except KeyboardInterrupt:
             stop.requested = True
+    if failed is not None:  # the same error, saying what was kept
+        failed.args = (f"{failed} (stopped there; kept the {n} rows written to {args.sink})",)
+        raise failed
     rate = n / max(time.perf_counter() - start, 1e-9)
     why = "stopped by an interrupt" if stop.requested else "end of input"
     say(out, f"stream: {why} after {n} samples ({rate:.0f}/s); wrote {n} rows to {args.sink}")
@@ -426,13 +448,8 @@ def describe(model: Kizzasi, path: Path) -> dict[str, Any]:
     mean = np.asarray(model.params["normalizer.mean"], dtype=np.float64).tolist()
     std = np.asarray(model.params["normalizer.std"], dtype=np.float64).tolist()
     names = info.get("columns") or [f"ch{i}" for i in range(c.input_dim)]
-    guards = getattr(model, "guardrails", None)
-    if guards is not None and hasattr(guards, "to_dict"):
-        guard_desc: Any = guards.to_dict()
-    elif (path / GUARDRAILS_NAME).is_file():
-        guard_desc = json.loads((path / GUARDRAILS_NAME).read_text(encoding="utf-8"))
-    else:
-        guard_desc = None
+    # from_pretrained loaded (and checked) the folder's guardrails.json, if it has one
+    guard_desc = None if model.guardrails is None else model.guardrails.to_dict()
     runs = [
         {"objective": r.get("objective"), "epochs": len(r.get("epoch", [])),
          "final_train_loss": (r.get("train_loss") or [None])[-1],

@@ -131,6 +131,8 @@ class KizzasiConfig:
         if not isinstance(self.extra, dict):
             raise ConfigError(f"extra must be a dict, got {type(self.extra).__name__}")
         self._check_heads()
+        if self.extra:
+            self._check_extra()
 
     def _check_heads(self) -> None:
         mt, d = self.model_type, self.hidden_dim
@@ -186,7 +188,30 @@ class KizzasiConfig:
         from kizzasi_lite.models import architecture
 
         arch = self.model_type.architecture
-        return architecture(arch).Config.from_dict(_BACKBONE_FIELDS[arch](self))
+        return architecture(arch).Config.from_dict({**_BACKBONE_FIELDS[arch](self), **self.extra})
+
+    def _check_extra(self) -> None:
+        """``extra`` may set only the architecture's own settings that no field of this config
+        derives, to values its ``Config`` accepts."""
+        from kizzasi_lite.models import architecture
+
+        arch = self.model_type.architecture
+        known = {f.name for f in dataclasses.fields(architecture(arch).Config)}
+        derived = set(_BACKBONE_FIELDS[arch](self))
+        for key in self.extra:
+            if key not in known:
+                raise ConfigError(
+                    f"extra: {arch} has no setting {key!r}; it has {sorted(known - derived)}"
+                )
+            if key in derived:
+                raise ConfigError(
+                    f"extra: {key!r} is derived from this config's own fields "
+                    "(hidden_dim, state_dim, num_layers, head_dim, ...): set those instead"
+                )
+        try:
+            self.backbone_config()
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"extra: {exc}") from None
 
 
 class ConfigBuilder:
@@ -217,7 +242,6 @@ def _mamba(c: KizzasiConfig) -> dict:
         "expand": c.expand,
         "conv_kernel": c.conv_kernel,
         "chunk_size": c.chunk_size,
-        **c.extra,
     }
 
 
@@ -237,7 +261,6 @@ def _rwkv6(c: KizzasiConfig) -> dict:
         "head_size": c.head_dim,
         "dim_ffn": c.ffn_mult * c.hidden_dim,
         "chunk_size": c.chunk_size,
-        **c.extra,
     }
 
 
@@ -247,7 +270,6 @@ def _rwkv4(c: KizzasiConfig) -> dict:
         "num_hidden_layers": c.num_layers,
         "attention_hidden_size": c.hidden_dim,
         "intermediate_size": c.ffn_mult * c.hidden_dim,
-        **c.extra,
     }
 
 
@@ -257,7 +279,6 @@ def _s4d(c: KizzasiConfig) -> dict:
         "d_state": c.state_dim,
         "n_layer": c.num_layers,
         "init": c.s4d_init,
-        **c.extra,
     }
 
 
@@ -271,7 +292,6 @@ def _transformer(c: KizzasiConfig) -> dict:
         "num_key_value_heads": heads // c.n_groups,
         "head_dim": c.head_dim,
         "context_window": c.context_window,
-        **c.extra,
     }
 
 

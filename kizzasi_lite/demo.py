@@ -109,7 +109,8 @@ def _fit(ctx: dict) -> None:
         train, val_series=val, epochs=2 if quick else 8, batch_size=16, window=64,
         time_budget=3 if quick else 20, verbose=False,
     )  # fmt: skip
-    report_metrics(model, _Indent(out), 0.0, time.perf_counter() - t0)
+    where = f"the {len(val)} hours after the training months (the validation split)"
+    report_metrics(model, _Indent(out), where, time.perf_counter() - t0)
     model.save_pretrained(ctx["folder"] / "model")
     plot_history(ctx["folder"] / "training.png", hist, title="Next-step training (Gaussian NLL)")
     ctx["model"], ctx["history"] = model, hist
@@ -215,12 +216,10 @@ def _stream(ctx: dict) -> None:
         for i, r in enumerate(rows):
             sink.write([f"hour {i}", *r.tolist()])
     limits = _limits(ctx["train"], names)
-    guard_file = folder / "guardrails.json"
-    have_guards = _write_guardrails(limits, names, guard_file)
+    # saved with the model, so `kizzasi stream kizzasi-demo/model` applies them too
+    commands.write_guardrails_file(demo_guardrails(*limits), folder / "model" / "guardrails.json")
     argv = ["stream", str(folder / "model"), "--source", str(src),
             "--sink", str(folder / "stream_output.csv")]  # fmt: skip
-    if have_guards:
-        argv += ["--guardrails", str(guard_file)]
     commands.run_stream(build_parser().parse_args(argv), _Indent(ctx["out"]))
     got = read_data(folder / "stream_output.csv")
     pred = got.data[:, [got.names.index(f"pred_{n}") for n in names]]  # (T, C)
@@ -232,10 +231,10 @@ def _stream(ctx: dict) -> None:
     plot_guarded(folder / "stream.png", rows[z, [c]], raw[z, [c]], pred[z, [c]], names=["OT"],
                  title=f"Guarded stream, last 200 h: OT predictions change by at most "
                  f"{OT_RATE:g} C/hour")  # fmt: skip
-    moved = got.data[:, got.names.index("guarded")] if "guarded" in got.names else [0]
+    moved = got.data[:, got.names.index("guarded")]
     steps = np.abs(np.diff(pred[:, c]))
     ctx["stream"] = {
-        "rows": len(rows), "guarded": have_guards, "moved": int(np.sum(moved)),
+        "rows": len(rows), "moved": int(np.sum(moved)),
         "worst_violation": float(np.maximum(pred - hi, lo - pred).max()),
         "max_step": float(steps.max()) if len(steps) else 0.0,
         "rate": float(rate[c]), "lo": float(lo[c]), "hi": float(hi[c]),
@@ -248,20 +247,6 @@ def _limits(train: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray
     rate = np.full(len(names), np.inf)
     rate[names.index("OT")] = OT_RATE
     return train.min(axis=0), train.max(axis=0), rate
-
-
-def _write_guardrails(limits: tuple, names: list[str], path: Path) -> bool:
-    """Write the demo's guardrails JSON; False when this build has no guardrails."""
-    from kizzasi_lite.commands import write_guardrails_file
-
-    if not hasattr(Kizzasi, "set_guardrails"):
-        return False
-    try:
-        guards = demo_guardrails(*limits)
-    except ImportError:
-        return False
-    write_guardrails_file(guards, path)
-    return True
 
 
 def demo_guardrails(lo: np.ndarray, hi: np.ndarray, rate: np.ndarray) -> Any:
@@ -333,8 +318,6 @@ def render_html(ctx: dict, times: list[tuple[str, float]]) -> str:
         f"temperature changing by at most {s['rate']:.3g} &deg;C per hour. They changed <b>{s['moved']}</b> of {s['rows']} predictions; "
         f"largest range violation after them {max(s['worst_violation'], 0.0):.2g}; largest "
         f"hourly OT step {s['max_step']:.3g} &deg;C (limit {s['rate']:.3g})."
-        if s["guarded"]
-        else "Guardrails are not available in this build: the stream ran unguarded."
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>kizzasi demo report</title>

@@ -13,6 +13,7 @@ predictor exactly as it was.
 from __future__ import annotations
 
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from kizzasi_lite.weights import (
     check_params,
     load_file,
     read_json,
+    read_training_info,
     save_file,
     write_json_atomic,
 )
@@ -61,6 +63,7 @@ class Kizzasi:
         self.last_report: Any = None  # what the guardrails did to it
         self._state: dict[str, Any] | None = None
         self._emitted: Any = None  # the last guarded outputs (B, Dout): rate limits read them
+        self._pending: Any = None  # one stream's last (mean, scale): score_one scores against it
 
     # ------------------------------------------------------------------ construction
     def _init_params(self) -> dict[str, Any]:
@@ -136,8 +139,10 @@ class Kizzasi:
             raise InputError(
                 f"state must be a non-empty dict of arrays, got {type(value).__name__}"
             )
-        batch = int(next(iter(value.values())).shape[0])
-        expected = self.zero_state(batch)
+        first = np.shape(next(iter(value.values())))
+        if not first:
+            raise InputError("state entries must be arrays with the batch axis first, got a scalar")
+        expected = self.zero_state(int(first[0]))
         extra = sorted(set(value) - set(expected))
         if extra:
             raise InputError(f"state has unexpected entry {extra[0]!r}")
@@ -157,7 +162,7 @@ class Kizzasi:
         """Forget the history: the next step starts from the zero state, and the guardrails'
         temporal rules and rate limits from no previous output."""
         self._state = None
-        self._emitted = None
+        self._emitted = self._pending = None
         if self.guardrails is not None:
             self.guardrails.reset()
 
@@ -185,11 +190,11 @@ class Kizzasi:
         gs.reset()
         self.guardrails, self._emitted = gs, None
 
-    def _guard(self, y: Any, previous: Any, advance: bool = True) -> tuple[Any, Any]:
+    def _guard(self, y: Any, previous: Any) -> tuple[Any, Any]:
         """(B, Dout) raw prediction -> guarded prediction and the report (identity if none)."""
         if self.guardrails is None:
             return y, None
-        return self.guardrails.enforce(y, previous, advance=advance)
+        return self.guardrails.enforce(y, previous)
 
     def state_bytes(self) -> int:
         """Bytes of state held per stream."""
@@ -204,9 +209,25 @@ class Kizzasi:
         if arr.dtype == np.bool_ or arr.dtype.kind not in "iuf":
             raise InputError(f"{what} must hold real numbers, got dtype {arr.dtype}")
         if arr.size and not np.all(np.isfinite(arr)):
-            bad = tuple(np.argwhere(~np.isfinite(arr))[0])
+            bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
             raise InputError(f"{what} must be finite; found {arr[bad]} at index {bad}")
+        big = float(np.finfo(self.config.dtype).max)
+        if arr.size and np.max(np.abs(arr)) > big:
+            bad = tuple(int(i) for i in np.argwhere(np.abs(arr) > big)[0])
+            raise InputError(
+                f"{what} must fit in {self.config.dtype} (magnitude at most {big:.4g}); found "
+                f"{arr[bad]} at index {bad}"
+            )
         return arr
+
+    def _finite(self, mean: Any) -> None:
+        """Refuse a prediction that overflowed (an input far outside what the model has seen):
+        raised before the state is replaced, so the predictor stays usable."""
+        if not bool(self.xp.all(self.xp.isfinite(mean))):
+            raise InputError(
+                "the model's prediction overflowed to inf or NaN for this input (it is far outside "
+                "the range the model was trained on); the state is left unchanged"
+            )
 
     def _to_backend(self, arr: np.ndarray) -> Any:
         arr = np.ascontiguousarray(arr, dtype=self.config.dtype)
@@ -268,13 +289,22 @@ class Kizzasi:
         ``(output_dim,)`` or ``(batch, output_dim)`` (the mean, in the user's units).
         """
         xb, unbatched = self._input(x, "x", 1)
-        mean, _, state = self._step(xb, self._current_state(xb.shape[0]))
+        mean, scale, state = self._step(xb, self._current_state(xb.shape[0]))
+        self._finite(mean)
         safe, report = self._guard(mean, self._emitted)
-        self._state, self.last_raw, self.last_report = state, to_numpy(mean), report
+        self._state, self.last_report = state, report
+        self._latest(mean, scale, unbatched)
         if self.guardrails is not None:
             self._emitted = safe
         y = to_numpy(safe)
         return y[0] if unbatched else y
+
+    def _latest(self, mean: Any, scale: Any, unbatched: bool) -> None:
+        """Keep the newest prediction (B, Dout): ``last_raw`` in the shape the caller gets, and
+        one stream's (mean, scale) for :meth:`score_one`."""
+        raw = to_numpy(mean)
+        self.last_raw = raw[0] if unbatched else raw
+        self._pending = (mean, scale) if mean.shape[0] == 1 else None
 
     def forward(self, xs: Any) -> np.ndarray:
         """Observe a sequence, return the next-step prediction after each sample.
@@ -284,16 +314,23 @@ class Kizzasi:
         architecture's sequence path.
         """
         xb, unbatched = self._input(xs, "xs", 2)
-        mean, _, state = self._sequence(xb, self._current_state(xb.shape[0]))
-        if self.guardrails is not None:  # rate limits and temporal rules run in time order
-            outs, prev = [], self._emitted
+        mean, scale, state = self._sequence(xb, self._current_state(xb.shape[0]))
+        self._finite(mean)
+        if self.guardrails is not None and mean.shape[1]:
+            # rate limits and temporal rules run in time order, on a fork of the rules'
+            # history: a step that cannot be guarded leaves the live history as it was
+            fork, outs, prev, report = self.guardrails.fork(), [], self._emitted, None
             for t in range(mean.shape[1]):
-                prev, self.last_report = self._guard(mean[:, t, :], prev)
+                prev, report = fork.enforce(mean[:, t, :], prev)
                 outs.append(to_numpy(prev))
-            self._emitted = prev
-            y = np.stack(outs, axis=1) if outs else to_numpy(mean)
+            self.guardrails.adopt(fork)
+            self._emitted, self.last_report = prev, report
+            y = np.stack(outs, axis=1)
         else:
             y = to_numpy(mean)
+        if mean.shape[1]:
+            last = None if scale is None else scale[:, -1, :]
+            self._latest(mean[:, -1, :], last, unbatched)
         self._state = state
         return y[0] if unbatched else y
 
@@ -314,20 +351,31 @@ class Kizzasi:
                 "predict_n feeds predictions back as inputs, so output_dim must equal input_dim; "
                 f"got input_dim={self.config.input_dim}, output_dim={self.config.output_dim}"
             )
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
             raise InputError(f"n must be a non-negative integer, got {n!r}")
-        if samples is not None and (not isinstance(samples, int) or samples < 1):
+        n = int(n)
+        if samples is not None and (
+            isinstance(samples, bool) or not isinstance(samples, numbers.Integral) or samples < 1
+        ):
             raise InputError(f"samples must be a positive integer, got {samples!r}")
         if samples is not None and not self.gaussian:
             raise ConfigError("sampling trajectories needs head='gaussian' in the config")
         if not (isinstance(temperature, int | float) and temperature >= 0):
             raise InputError(f"temperature must be >= 0, got {temperature!r}")
         arr = self._numeric(x0, "x0")
+        d = self.config.input_dim
+        if arr.ndim not in (1, 2) or arr.shape[-1] != d or (arr.ndim == 2 and not len(arr)):
+            raise InputError(
+                f"x0 must be one sample ({d},) or a history (T, {d}) with T >= 1 of one stream, "
+                f"got shape {arr.shape}"
+            )
         xb, _ = self._input(arr[None] if arr.ndim == 1 else arr, "x0", 2)  # (1, T, D)
         mean, scale, observed = self._sequence(xb, self._current_state(1))
+        self._finite(mean)
         k = samples or 1
         y, state = mean[:, -1, :], observed  # (1, D)
         scale = None if scale is None else scale[:, -1, :]
+        observed_next = (y, scale)  # the prediction after x0, for score_one
         if k > 1:
             xp = self.xp
             y = xp.concat([y] * k, axis=0)  # (K, D)
@@ -337,17 +385,21 @@ class Kizzasi:
         outs, prev = [], self._emitted
         if prev is not None and k > 1:
             prev = self.xp.concat([prev] * k, axis=0)
+        # a guarded roll-out feeds back guarded values, and its temporal rules see its own
+        # earlier steps: on a fork of the live history (k copies of it), left as it was
+        fork = None if self.guardrails is None else self.guardrails.fork(k if k > 1 else None)
         for i in range(n):
             if samples is not None:
                 noise = rng.standard_normal(tuple(y.shape)).astype(self.config.dtype)
                 y = y + self.xp.asarray(noise) * scale * temperature
-            # guarded roll-outs feed back guarded values; the live rule history is not advanced
-            y, _ = self._guard(y, prev, advance=False)
-            prev = y if self.guardrails is not None else None
+            if fork is not None:
+                y, _ = fork.enforce(y, prev)
+                prev = y
             outs.append(to_numpy(y))
             if i + 1 < n:
                 y, scale, state = self._step(y, state)
         self._state = observed
+        self._latest(*observed_next, True)
         traj = np.stack(outs, axis=1) if outs else np.zeros((k, 0, self.config.output_dim))
         return traj if samples is not None else traj[0]
 
@@ -356,7 +408,9 @@ class Kizzasi:
 
         Uses the last ``forecast_lookback`` samples of ``history`` and the head trained with
         ``fit(..., objective="forecast")``; ``horizon`` <= ``config.forecast_horizon``. The
-        stream state is not touched.
+        stream state is not touched. With guardrails, the forecast's steps are guarded in time
+        order as a stream of their own: rate limits from the last sample of ``history``,
+        temporal rules from no earlier output (the live rule history is left as it is).
         """
         c = self.config
         if not c.forecast_horizon or not self.residual:
@@ -371,8 +425,16 @@ class Kizzasi:
         if xb.shape[1] < lb:
             raise InputError(f"history needs at least {lb} samples, got {xb.shape[1]}")
         z = heads.standardize(self.params, xb[:, xb.shape[1] - lb :, :])
-        pred = self._forecast_z(self.params, z)
-        y = to_numpy(heads.unstandardize(self.params, pred[:, :h, :]))
+        pred = heads.unstandardize(self.params, self._forecast_z(self.params, z)[:, :h, :])
+        self._finite(pred)
+        if self.guardrails is not None:  # (B, h, D): one guarded step after the other
+            fork, prev, outs = self.guardrails.fork(), xb[:, -1, :], []
+            fork.reset()
+            for t in range(h):
+                prev, _ = fork.enforce(pred[:, t, :], prev)
+                outs.append(prev)
+            pred = self.xp.stack(outs, axis=1)
+        y = to_numpy(pred)
         return y[0] if unbatched else y
 
     def _forecast_z(self, params: dict, z: Any, state: dict | None = None) -> Any:
@@ -459,7 +521,7 @@ class Kizzasi:
         if state:
             model.state = state
         if (path / TRAINING_NAME).is_file():
-            model.info = read_json(path / TRAINING_NAME)
+            model.info = read_training_info(path / TRAINING_NAME)
         if (path / GUARDRAILS_NAME).is_file():
             from kizzasi_lite.logic import GuardrailSet
 

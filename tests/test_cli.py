@@ -159,6 +159,43 @@ def test_stream_ctrl_c_keeps_what_was_written(trained, capsys, monkeypatch):
     assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []
 
 
+def test_tables_on_stdout_carry_no_messages(trained):
+    folder, csv, model, _ = trained
+    r = subprocess.run(
+        [sys.executable, "-m", "kizzasi_lite", "forecast", str(model), str(csv), "-n", "3",
+         "--out", "-"], capture_output=True, text=True, env=ENV, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]  # JSON lines, nothing else
+    assert [row["step"] for row in rows] == [400, 401, 402]
+    assert set(rows[0]) == {"step", "temp", "load"}
+    assert "forecast: 3 steps" in r.stderr and "wrote" not in r.stderr + r.stdout
+
+
+def test_stream_of_unnamed_channels_names_them_as_the_model_does(trained):
+    _, _, model, _ = trained
+    rows = "".join(json.dumps(x.tolist()) + "\n" for x in _signal(3))
+    r = subprocess.run([sys.executable, "-m", "kizzasi_lite", "stream", str(model)], input=rows,
+                       capture_output=True, text=True, env=ENV, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout.splitlines()[0])
+    assert {"pred_temp", "pred_load"} <= set(first)
+
+
+def test_a_bad_sample_ends_the_stream_keeping_the_rows_before_it(trained, tmp_path):
+    _, _, model, _ = trained
+    src, sink = tmp_path / "live.csv", tmp_path / "out.csv"
+    rows = [f"{i},{a},{b}" for i, (a, b) in enumerate(_signal(6).tolist())]
+    src.write_text("time,temp,load\n" + "\n".join(rows[:4] + ["4,1.0,abc"] + rows[5:]) + "\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "kizzasi_lite", "stream", str(model), "--source", str(src),
+         "--sink", str(sink)], capture_output=True, text=True, env=ENV, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "line 6" in r.stderr and "kept the 4 rows" in r.stderr
+    assert len(read_data(sink).data) == 4
+
+
 def test_stream_stdin_to_stdout_and_sigint(trained):
     _, _, model, _ = trained
     cmd = [sys.executable, "-m", "kizzasi_lite", "stream", str(model)]
@@ -184,6 +221,8 @@ def test_stream_stdin_to_stdout_and_sigint(trained):
     ("argv", "message"),
     [
         (["info", "{folder}/nope"], "no such model folder"),
+        (["info", "{csv}"], "is a file, not a model folder"),
+        (["fit", "{csv}", "--out", "{csv}"], "is a file; give a folder"),  # before training
         (["forecast", "{model}", "{folder}/missing.csv", "-n", "2"], "missing.csv"),
         (["forecast", "{model}", "{folder}/x.txt", "-n", "2"], "cannot tell the file type"),
         (["forecast", "{model}", "{csv}", "-n", "2", "--columns", "temp"], "expects 2"),

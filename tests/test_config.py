@@ -69,3 +69,20 @@ def test_audio_preset_context_follows_sample_rate():
 def test_every_model_type_maps_to_a_backbone_config(mt):
     c = KizzasiConfig(model_type=mt, hidden_dim=32, head_dim=16, state_dim=8)
     assert c.backbone_config().to_dict()
+
+
+@pytest.mark.parametrize(
+    ("mt", "extra", "message"),
+    [
+        ("mamba", {"hidden_size": 32}, "derived from this config's own fields"),
+        ("s4d", {"d_model": 16}, "derived from this config's own fields"),
+        ("mamba2", {"nope": 1}, "mamba2 has no setting 'nope'"),
+        ("s4d", {"use_bias": True}, "s4d has no setting 'use_bias'"),
+        ("mamba2", {"time_step_limit": (0.0, "x")}, "time_step_limit"),
+    ],
+)
+def test_extra_sets_only_the_architectures_own_free_settings(mt, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        KizzasiConfig(model_type=mt, extra=extra)
+    cfg = KizzasiConfig(model_type="mamba2", extra={"use_bias": True})
+    assert cfg.backbone_config().use_bias is True

@@ -75,10 +75,7 @@ def test_robotics_guardrails(tmp_path):
 
 def test_ett_benchmark_small(tmp_path):
     out = tmp_path / "ett.json"
-    r = load("ett_benchmark").main(
-        ["--horizons", "24", "--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "32",
-         "--hidden", "16", "--quiet", "--json", str(out)]
-    )  # fmt: skip
+    r = load("ett_benchmark").main(["--small", "--quiet", "--json", str(out)])
     row = r["rows"][0]
     assert out.is_file() and row["horizon"] == 24
     # the model starts at the least-squares highway, so even 3 steps keep it near the baseline

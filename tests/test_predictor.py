@@ -84,6 +84,7 @@ def test_predict_n_advances_state_by_the_observation_only():
         (np.array(["a", "b", "c"]), "real numbers"),
         (np.array([True, False, True]), "real numbers"),
         ("abc", "real numbers"),
+        (np.array([1e300, 0.0, 0.0]), "fit in float32"),  # finite, but inf in the model's dtype
     ],
 )
 def test_bad_input_raises_and_leaves_state_unchanged(bad, message):
@@ -112,6 +113,7 @@ def test_batch_size_change_needs_reset():
         st.one_of(
             st.lists(st.floats(-1e3, 1e3), min_size=3, max_size=3),
             st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=5),
+            st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=3, max_size=3),
         ),
         min_size=1,
         max_size=8,
@@ -122,13 +124,16 @@ def test_property_state_is_exactly_as_before_a_failing_call(data):
     for x in data:
         before = None if k.state is None else {key: np.array(v) for key, v in k.state.items()}
         try:
-            k.step(x)
+            y = k.step(x)
         except KizzasiError:
             if before is None:
                 assert k.state is None
             else:
                 for key, v in k.state.items():
                     np.testing.assert_array_equal(np.asarray(v), before[key])
+        else:  # an accepted input leaves a usable predictor
+            assert np.all(np.isfinite(y))
+            assert all(np.all(np.isfinite(np.asarray(v))) for v in k.state.values())
 
 
 @pytest.mark.parametrize("mt", list(ModelType))
@@ -183,3 +188,34 @@ def test_long_streams_and_huge_inputs_stay_finite(mt):
         y = k.forward(xs[:, :50] * scale)
         assert np.all(np.isfinite(y))
         assert np.all(np.isfinite(k.step(np.full((4, 3), -scale))))
+
+
+def test_predict_n_takes_one_stream_and_any_integer_count():
+    k = small("s4d")
+    k.step(np.ones(3))
+    before = {key: np.array(v) for key, v in k.state.items()}
+    for bad in (np.ones((2, 4, 3)), np.ones((0, 3))):
+        with pytest.raises(InputError, match="one stream"):
+            k.predict_n(bad, 2)
+    for key, v in k.state.items():
+        np.testing.assert_array_equal(np.asarray(v), before[key])
+    assert k.predict_n(np.ones(3), np.int64(2)).shape == (2, 3)
+
+
+def test_score_one_scores_against_the_newest_prediction_and_last_raw_has_the_output_shape():
+    k = randomize_head(small("mamba", dtype="float64"))
+    k.score_one(np.zeros(3))
+    y = k.step(np.full(3, 5.0))  # a step in between: score_one must score against its prediction
+    assert k.last_raw.shape == y.shape == (3,)
+    ref = randomize_head(small("mamba", dtype="float64"))
+    ref.score_one(np.zeros(3))
+    ref.score_one(np.full(3, 5.0))
+    assert k.score_one(y) == pytest.approx(ref.score_one(y), rel=1e-9)
+    k.step(np.ones((1, 3)))
+    assert k.last_raw.shape == (1, 3)
+
+
+def test_state_entries_must_be_arrays():
+    k = small("s4d")
+    with pytest.raises(InputError, match="batch axis"):
+        k.state = {"kernel": 1.0}

@@ -70,16 +70,17 @@ def score_one(model: Any, x: Any) -> float:
     xb, unbatched = model._input(x, "x", 1)
     if not unbatched:
         raise ConfigError("score_one takes one sample (D,) of one stream")
-    pending = getattr(model, "_pending", None) if model._state is not None else None
+    pending = model._pending if model._state is not None else None
     mean, scale, state = model._step(xb, model._current_state(1))
+    model._finite(mean)
     value = 0.0
     if pending is not None:
         p_mean, p_scale = pending
         xv = np.asarray(to_numpy(xb), dtype=np.float64)
         err = (xv - np.asarray(to_numpy(p_mean), dtype=np.float64)) / _std(model)
         value = float(_scores(err, _sigma_z(model, p_scale, 1))[0][0])
-    model._state, model._pending = state, (mean, scale)
-    model.last_raw = to_numpy(mean)  # the (unguarded) prediction of the next sample
+    model._state = state
+    model._latest(mean, scale, True)  # last_raw: the (unguarded) prediction of the next sample
     return value
 
 

@@ -2,7 +2,8 @@
 
 Figures are built with matplotlib's object-oriented API on the Agg canvas, so nothing here
 touches pyplot's global state or needs a display. Every function writes its PNG atomically and
-returns the path. One panel per channel, at most ``max_channels`` of them (the first ones).
+returns the path. One panel per channel, at most ``max_channels`` of them (the first ones; the
+title says when some are left out).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ def _save(fig: Any, path: str | os.PathLike, dpi: int = 110) -> Path:
     return Path(path)
 
 
+def _shown(title: str, shown: int, total: int) -> str:
+    """``title``, saying which channels a figure leaves out."""
+    return title if shown == total else f"{title} (channels 1-{shown} of {total})"
+
+
 def _2d(a: Any) -> np.ndarray:
     arr = np.asarray(a, dtype=np.float64)
     return arr[:, None] if arr.ndim == 1 else arr
@@ -49,7 +55,7 @@ def plot_forecast(
     path: str | os.PathLike, history: np.ndarray, forecast: np.ndarray, *,
     names: Sequence[str] | None = None, band: tuple[np.ndarray, np.ndarray] | None = None,
     truth: np.ndarray | None = None, start: int = 0, title: str = "Forecast",
-    max_channels: int = 4,
+    max_channels: int = 8,
 ) -> Path:  # fmt: skip
     """History (T, C), forecast (H, C), optional sample ``band`` (lo, hi) each (H, C) and the
     true continuation ``truth`` (H', C); the x axis is the sample index, history starting at
@@ -74,7 +80,7 @@ def plot_forecast(
         ax.set_ylabel(names[i])
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper left", fontsize=8, ncol=4)
-    axes[0].set_title(title)
+    axes[0].set_title(_shown(title, c, history.shape[1]))
     axes[-1].set_xlabel("sample")
     return _save(fig, path)
 
@@ -83,7 +89,7 @@ def plot_anomalies(
     path: str | os.PathLike, signal: np.ndarray, prediction: np.ndarray, *,
     scores: np.ndarray, threshold: float | None, flagged: Sequence[int] = (),
     sigma: np.ndarray | None = None, names: Sequence[str] | None = None, start: int = 0,
-    title: str = "Anomaly scores", max_channels: int = 4,
+    title: str = "Anomaly scores", max_channels: int = 8,
 ) -> Path:  # fmt: skip
     """The signal (T, C), the one-step prediction (T, C) with a +-3 sigma band, the flagged
     steps marked, and a last panel with the scores (T,) and the threshold."""
@@ -116,7 +122,9 @@ def plot_anomalies(
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     axes[0].legend(loc="upper left", fontsize=8, ncol=4)
-    axes[0].set_title(f"{title}: {len(flagged)} of {len(signal)} steps flagged")
+    axes[0].set_title(
+        _shown(f"{title}: {len(flagged)} of {len(signal)} steps flagged", c, signal.shape[1])
+    )
     axes[-1].set_xlabel("sample")
     return _save(fig, path)
 
@@ -124,7 +132,7 @@ def plot_anomalies(
 def plot_guarded(
     path: str | os.PathLike, observed: np.ndarray, raw: np.ndarray, guarded: np.ndarray, *,
     names: Sequence[str] | None = None, lower: Sequence[float] | None = None,
-    upper: Sequence[float] | None = None, title: str = "Guarded stream", max_channels: int = 4,
+    upper: Sequence[float] | None = None, title: str = "Guarded stream", max_channels: int = 8,
 ) -> Path:  # fmt: skip
     """A stream's observed samples (T, C), the raw next-step predictions (T, C) and the guarded
     ones (T, C), with per-channel limits ``lower``/``upper`` (None or +-inf: no line)."""
@@ -143,7 +151,7 @@ def plot_guarded(
         ax.set_ylabel(names[i])
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper left", fontsize=8, ncol=3)
-    axes[0].set_title(title)
+    axes[0].set_title(_shown(title, c, observed.shape[1]))
     axes[-1].set_xlabel("sample")
     return _save(fig, path)
 

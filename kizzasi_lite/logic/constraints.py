@@ -26,11 +26,11 @@ from __future__ import annotations
 import math
 import operator
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from kizzasi_lite.backends import namespace
-from kizzasi_lite.errors import ConfigError, GuardrailInfeasibleError, InputError
+from kizzasi_lite.errors import ConfigError, GuardrailInfeasibleError, InputError, KizzasiError
 from kizzasi_lite.logic.formula import Formula, is_safety, parse, to_text
 from kizzasi_lite.logic.linalg import jacobi_eigh
 
@@ -41,7 +41,14 @@ Channels = tuple[int, ...] | None
 def _channels(value: Any, what: str) -> Channels:
     if value is None:
         return None
-    items = (value,) if hasattr(value, "__index__") else tuple(value)
+    if hasattr(value, "__index__"):
+        items: tuple = (value,)
+    elif isinstance(value, str | bytes | dict) or not hasattr(value, "__iter__"):
+        raise ConfigError(
+            f"{what}: channel is an index, a sequence of indices or None, got {value!r}"
+        )
+    else:
+        items = tuple(value)
     out = []
     for ch in items:
         if isinstance(ch, bool) or not hasattr(ch, "__index__") or operator.index(ch) < 0:
@@ -55,19 +62,33 @@ def _channels(value: Any, what: str) -> Channels:
 
 
 def _number(value: Any, what: str, *, allow_inf: bool = False) -> float:
+    """``value`` as a float; strings and booleans are not numbers here (a typo in a file should
+    not turn into a bound). ``allow_inf``: +-inf is accepted (callers restrict the sign)."""
+    if isinstance(value, str | bytes | bool) or type(value).__name__ in ("bool", "bool_"):
+        raise ConfigError(f"{what} must be a number, got {value!r}")
     try:
         out = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{what} must be a number, got {value!r}") from None
     if math.isnan(out) or (math.isinf(out) and not allow_inf):
-        raise ConfigError(f"{what} must be finite, got {value!r}")
+        wanted = "a number or +-inf, not NaN" if allow_inf else "finite"
+        raise ConfigError(f"{what} must be {wanted}, got {value!r}")
     return out
+
+
+def _flag(value: Any, what: str) -> bool:
+    """``value`` as a bool: True, False (or a NumPy bool); nothing else."""
+    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):
+        return bool(value)
+    raise ConfigError(f"{what} must be True or False, got {value!r}")
 
 
 def _vector(values: Any, what: str) -> tuple[float, ...]:
     try:
+        if isinstance(values, str | bytes | dict):
+            raise TypeError
         items = [values[i] for i in range(len(values))]
-    except TypeError:
+    except (TypeError, KeyError, IndexError):
         raise ConfigError(f"{what} must be a sequence of numbers, got {values!r}") from None
     return tuple(_number(v, f"{what}[{i}]") for i, v in enumerate(items))
 
@@ -157,6 +178,11 @@ class Range(Constraint):
         object.__setattr__(self, "lo", _number(self.lo, "Range lo", allow_inf=True))
         object.__setattr__(self, "hi", _number(self.hi, "Range hi", allow_inf=True))
         object.__setattr__(self, "channel", _channels(self.channel, "Range"))
+        if self.lo == math.inf or self.hi == -math.inf:  # no real number lies in such a range
+            raise ConfigError(
+                "Range needs a finite lo or -inf and a finite hi or inf, "
+                f"got lo = {self.lo!r}, hi = {self.hi!r}"
+            )
         if self.lo > self.hi:
             raise GuardrailInfeasibleError(
                 f"{self.label} is empty: lo = {self.lo!r} > hi = {self.hi!r}"
@@ -283,7 +309,7 @@ class Linear(Constraint):
         object.__setattr__(self, "a", _vector(self.a, "Linear a"))
         object.__setattr__(self, "b", _number(self.b, "Linear b"))
         object.__setattr__(self, "tol", _number(self.tol, "Linear tol"))
-        object.__setattr__(self, "equality", bool(self.equality))
+        object.__setattr__(self, "equality", _flag(self.equality, "Linear equality"))
         object.__setattr__(self, "channels", _channels(self.channels, "Linear"))
         if self.tol < 0:
             raise ConfigError(f"Linear tol must be >= 0, got {self.tol!r}")
@@ -453,6 +479,8 @@ class TemporalRule(Constraint):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "formula", parse(self.formula))
+        if self.enforce is not None:
+            object.__setattr__(self, "enforce", _flag(self.enforce, "TemporalRule enforce"))
         if self.enforce is None:
             object.__setattr__(self, "enforce", is_safety(self.formula))
 
@@ -482,13 +510,49 @@ KINDS: dict[str, type] = {
 }
 
 
-def constraint_from_dict(data: dict) -> Constraint:
-    """Inverse of ``Constraint.to_dict``."""
+def constraint_fields(kind: str) -> tuple[list[str], list[str]]:
+    """``(required, optional)`` keys of a constraint of ``kind`` in its dict form (besides
+    ``"type"``)."""
+    cls = KINDS[kind]
+    required, optional = [], []
+    for f in fields(cls):
+        if f.name == "eig":  # derived, never saved
+            continue
+        has_default = f.default is not MISSING or f.default_factory is not MISSING
+        (optional if has_default else required).append(f.name)
+    return required, optional
+
+
+def constraint_from_dict(data: Any) -> Constraint:
+    """Inverse of ``Constraint.to_dict``: ``{"type": kind, field: value, ...}`` with the fields
+    of that kind (``constraint_fields``); ``"inf"`` / ``"-inf"`` stand for infinities.
+
+    Raises ``ConfigError`` naming what was expected and what was given.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f'a constraint is an object {{"type": ..., ...}}, got {type(data).__name__} {data!r}'
+        )
     data = dict(data)
     kind = data.pop("type", None)
-    if kind not in KINDS:
-        raise ConfigError(f"unknown constraint type {kind!r}; known: {sorted(KINDS)}")
-    return KINDS[kind](**{k: _decode(v) for k, v in data.items()})
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ConfigError(f"unknown constraint type {kind!r}; known types: {sorted(KINDS)}")
+    required, optional = constraint_fields(kind)
+    missing = [k for k in required if k not in data]
+    unknown = sorted(str(k) for k in data if k not in required and k not in optional)
+    if missing or unknown:
+        problem = f"missing {missing}" if missing else ""
+        problem += ("; " if missing and unknown else "") + (f"unknown {unknown}" if unknown else "")
+        raise ConfigError(
+            f"a {kind!r} constraint has the keys {required} (required) and {optional} "
+            f"(optional); {problem}"
+        )
+    try:
+        return KINDS[kind](**{k: _decode(v) for k, v in data.items()})
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, KizzasiError):
+            raise
+        raise ConfigError(f"a {kind!r} constraint: {exc}") from None
 
 
 class BoundType:
@@ -527,5 +591,6 @@ __all__ = [
     "Range",
     "RateLimit",
     "TemporalRule",
+    "constraint_fields",
     "constraint_from_dict",
 ]

@@ -3,10 +3,12 @@
 Per call: (1) the static box, tightened by the rate limits around ``previous``; (2) for every
 enforced temporal rule, the union of boxes that keeps it from being violated now (a few
 alternatives at most; their combinations are solved side by side and the nearest feasible one
-wins); (3) the projection (:func:`kizzasi_lite.logic.projection.project`) in float64; (4)
-streams without a feasible point are handled by the policy one at a time; (5) results of a
-float32 call are rounded and, if rounding crossed a bound, re-solved against constraints moved
-inward by a few float32 ulps; (6) the report, the counters, and one step of every rule monitor.
+wins); (3) the projection (:func:`kizzasi_lite.logic.projection.project`) in float64;
+(4) results of a float32 call are re-solved against constraints moved inward by a few float32
+ulps (more if rounding still crosses a bound), rounded, and checked: a stream whose rounded
+answer violates a constraint by more than the tolerance has no float32 point and counts as
+infeasible; (5) streams without a feasible point are handled by the policy one at a time;
+(6) the report, the counters, and one step of every rule monitor.
 """
 
 from __future__ import annotations
@@ -22,9 +24,8 @@ from kizzasi_lite.logic.formula import Const
 from kizzasi_lite.logic.guardrails import EnforcementReport, GuardrailSet
 from kizzasi_lite.logic.monitor import StreamMonitor, rows_of
 from kizzasi_lite.logic.projection import Solution, host_list, project
+from kizzasi_lite.logic.rounding import EPS, project_checked
 from kizzasi_lite.logic.shield import Box, Reach, boxes, combine, not_false
-
-_EPS = {"float64": 2.220446049250313e-16, "float32": 1.1920928955078125e-07}
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -37,20 +38,49 @@ def _work_dtype(xp: Any) -> Any:
     return xp.float64
 
 
-def _tolerances(rails: GuardrailSet, work: Any) -> dict:
-    """Solver tolerances: the set's in float64; what float32 arithmetic can certify otherwise."""
-    if dtype_name(work) == "float64":
-        return {"keep_tol": rails.tolerance, "max_iter": rails.max_iter}
-    return {
-        "keep_tol": max(rails.tolerance, 1e-6),
-        "feas_tol": 1e-6,
-        "dist_tol": 1e-4,
-        "max_iter": rails.max_iter,
-    }
+def _is_array(value: Any) -> bool:
+    try:
+        namespace(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _inputs(y: Any, previous: Any) -> tuple[Any, Any, Any]:
+    """``(xp, y, previous)``: the arrays' namespace, and array-likes (nested lists of numbers)
+    converted to arrays of it (floats; the default backend when neither is an array)."""
+    given = [v for v in (y, previous) if v is not None and _is_array(v)]
+    try:
+        xp = namespace(*given) if given else get_namespace()
+    except TypeError as exc:
+        raise InputError(
+            f"the prediction and previous must be arrays of one backend, got "
+            f"{type(y).__name__} and {type(previous).__name__} ({exc})"
+        ) from None
+    return xp, _as_array(xp, y, "the prediction"), _as_array(xp, previous, "previous")
+
+
+def _as_array(xp: Any, value: Any, what: str) -> Any:
+    if value is None or _is_array(value):
+        return value
+    expected = f"{what} must be an array (or nested lists of numbers) of shape (C,) or (B, C)"
+    if isinstance(value, str | bytes | dict) or not hasattr(value, "__len__"):
+        raise InputError(f"{expected}, got {type(value).__name__} {value!r:.60}")
+    try:
+        out = xp.asarray(value)
+        if xp.isdtype(out.dtype, ("bool", "integral")):
+            out = xp.astype(out, xp.float64)
+    except Exception as exc:  # ragged lists, strings inside: backends raise different errors
+        raise InputError(f"{expected}, got {type(value).__name__} {value!r:.60} ({exc})") from None
+    return out
 
 
 def _check(xp: Any, y: Any, what: str) -> None:
-    if not xp.isdtype(y.dtype, "real floating"):
+    try:
+        floating = xp.isdtype(y.dtype, "real floating")
+    except Exception:  # a dtype outside the standard (strings, objects)
+        floating = False
+    if not floating:
         raise InputError(f"{what} must be a real floating-point array, got dtype {y.dtype}")
     if not bool(xp.all(xp.isfinite(y))):
         raise InputError(f"{what} has NaN or infinite values")
@@ -97,10 +127,12 @@ def _box_bounds(box: Box, margin: float) -> tuple[list[float], list[float]]:
 
 
 # ------------------------------------------------------------------------- core solving
-def _solve(rails, comp, xp, work, y, prev, alts, skip, margin, shrink=0.0, first=None):
+def _solve(rails, comp, xp, work, y, prev, alts, skip, margin, out_dtype=None):
     """Project every stream; ``alts[b]`` the alternatives of stream b (or None), ``skip[b]`` the
     entries left out for it (or None for none). Returns the solution of the nearest feasible
-    alternative of each stream and the index of that alternative."""
+    alternative of each stream and the index of that alternative. ``out_dtype``: the dtype the
+    answer is returned in (None: ``work``); each answer is checked after rounding to it
+    (:func:`kizzasi_lite.logic.rounding.project_checked`)."""
     B, C = y.shape
     arr = arrays(comp, xp, work)
     if skip is None:
@@ -137,9 +169,8 @@ def _solve(rails, comp, xp, work, y, prev, alts, skip, margin, shrink=0.0, first
             Lk = xp.maximum(L, xp.asarray(los, dtype=work))
             Uk = xp.minimum(U, xp.asarray(his, dtype=work))
         p = problem(comp, xp, work, B, L=Lk, U=Uk, skip=drop)
-        if shrink:
-            p = _shrunk(xp, p, first, shrink)
-        sol = project(y, p, **_tolerances(rails, work))
+        out = work if out_dtype is None else out_dtype
+        sol = project_checked(rails, xp, work, y, p, out)
         if best is None:
             best = sol
             continue
@@ -169,61 +200,6 @@ def _nearest(xp, y, a: Solution, b: Solution, choice: list[int], k: int):
         iterations=max(a.iterations, b.iterations),
     )
     return out, [k if pick[i] else choice[i] for i in range(len(pick))]
-
-
-def _shrunk(xp, p, x, eps):
-    """The problem with every inequality moved inward by ``eps`` times the size of what
-    rounding ``x`` (a first answer) changes in it: ``|bound|`` for a box, ``Σ|a_c x_c|`` for a
-    slab, ``|x|'|Q||x| + |c||x|`` for a quadratic. Bounds too close to move stay."""
-    ax = xp.abs(x)
-
-    def inward(bound, sign, size):
-        finite = xp.isfinite(bound)
-        v = xp.where(finite, bound, 0.0)
-        return xp.where(finite, v + sign * eps * xp.maximum(xp.abs(v), size), bound)
-
-    L, U = inward(p.L, 1.0, 1e-30), inward(p.U, -1.0, 1e-30)
-    room = U >= L
-    p.L, p.U = xp.where(room, L, p.L), xp.where(room, U, p.U)
-    if p.m:
-        size = xp.matmul(ax, xp.matrix_transpose(xp.abs(p.A)))  # (B, m)
-        lo, hi = inward(p.l, 1.0, size), inward(p.u, -1.0, size)
-        room = hi >= lo
-        p.l, p.u = xp.where(room, lo, p.l), xp.where(room, hi, p.u)
-    if p.q:
-        sizes = [
-            xp.sum(xp.matmul(ax, xp.abs(qd.Q)) * ax, axis=-1) + xp.matmul(ax, xp.abs(qd.c))
-            for qd in p.quads
-        ]
-        p.qb = inward(p.qb, -2.0, xp.stack(sizes, axis=-1))
-    return p
-
-
-def _solve_rounded(rails, comp, xp, work, y, prev, alts, skip, margin, out_dtype):
-    """:func:`_solve`, and for a narrower output dtype a second solve against constraints moved
-    inward by a few of its ulps, so that rounding the result cannot cross a bound. Streams
-    that already satisfy the constraints are still returned unchanged."""
-    sol, choice = _solve(rails, comp, xp, work, y, prev, alts, skip, margin)
-    if dtype_name(out_dtype) == dtype_name(work):
-        return sol, choice
-    moved = [s not in ("feasible", "infeasible") for s in sol.status]
-    if not any(moved):
-        return sol, choice
-    eps = 4.0 * _EPS.get(dtype_name(out_dtype), 1e-7)
-    tight, tchoice = _solve(
-        rails, comp, xp, work, y, prev, alts, skip, margin, shrink=eps, first=sol.x
-    )
-    use = [m and tight.status[i] not in ("feasible", "infeasible") for i, m in enumerate(moved)]
-    mask = xp.asarray(use)[:, None]
-    sol.x = xp.where(mask, tight.x, sol.x)
-    sol.lam = xp.where(mask, tight.lam, sol.lam)
-    sol.mu = xp.where(mask, tight.mu, sol.mu)
-    sol.nu = xp.where(mask, tight.nu, sol.nu)
-    for i, u in enumerate(use):
-        if u:
-            sol.status[i], sol.error_bound[i] = tight.status[i], tight.error_bound[i]
-            choice[i] = tchoice[i]
-    return sol, choice
 
 
 # ------------------------------------------------------------------------- naming things
@@ -276,23 +252,32 @@ def _conflict(rails, comp, sol, b, prev_row, rule_boxes, skip, per_rule) -> list
     return sorted(set(out))
 
 
-def _minimal(rails, comp, xp, work, y, prev, conflict: list[int], margin) -> list[int]:
+def _minimal(rails, comp, xp, work, y, prev, conflict: list[int], margin, out_dtype=None):
     """Shrink a conflict to an irreducible one by a deletion filter (Chinneck & Dravnieks 1991):
-    drop each member whose removal leaves the rest still infeasible. Rules are kept as given."""
+    drop each member whose removal leaves the rest still infeasible (in ``out_dtype``, None:
+    the work dtype). Rules are kept as given."""
     if len(conflict) <= 2 or any(rails.entries[e].constraint.kind == "temporal" for e in conflict):
         return conflict
     everything = set(range(len(rails.entries)))
     keep = list(conflict)
     for e in sorted(conflict, key=lambda e: -e):
         trial = [k for k in keep if k != e]
-        sol, _ = _solve(rails, comp, xp, work, y, prev, None, everything - set(trial), margin)
+        sol, _ = _solve(
+            rails, comp, xp, work, y, prev, None, everything - set(trial), margin, out_dtype
+        )
         if sol.status[0] == "infeasible":
             keep = trial
     return keep
 
 
-def _message(rails, names: list[str], b: int) -> str:
+def _message(rails, names: list[str], b: int, rounding: str | None = None) -> str:
     listed = ", ".join(names) if names else "(could not be isolated)"
+    if rounding:
+        return (
+            f"stream {b}: no {rounding} value satisfies the guardrails to their tolerance "
+            f"{rails.tolerance!r} (relative; the set they allow is narrower than {rounding} "
+            f"resolution there); constraints in conflict: {listed}"
+        )
     return f"stream {b}: the guardrails have no common point; constraints in conflict: {listed}"
 
 
@@ -314,9 +299,9 @@ def _combos(per_rule: dict[int, list[Box]], skip: set[int], C: int) -> list[tupl
 
 def enforce(rails: GuardrailSet, y: Any, previous: Any, *, advance: bool = True):
     """See :meth:`GuardrailSet.enforce`."""
-    xp = namespace(y) if previous is None else namespace(y, previous)
-    if y.ndim not in (1, 2):
-        raise InputError(f"predictions are (C,) or (B, C), got shape {tuple(y.shape)}")
+    xp, y, previous = _inputs(y, previous)
+    if y.ndim not in (1, 2) or y.shape[-1] == 0:
+        raise InputError(f"predictions are (C,) or (B, C) with C >= 1, got shape {tuple(y.shape)}")
     _check(xp, y, "the prediction")
     single = y.ndim == 1
     Y = y[None, :] if single else y
@@ -342,8 +327,8 @@ def enforce(rails: GuardrailSet, y: Any, previous: Any, *, advance: bool = True)
     if enforced:
         per_rule = [{i: _rule_boxes(monitors[i][b], rates, C) for i in enforced} for b in range(B)]
         alts = [_combos(per_rule[b], set(), C) for b in range(B)]
-    margin = 8.0 * _EPS.get(dtype_name(Y.dtype), 1e-7)
-    sol, choice = _solve_rounded(rails, comp, xp, work, y64, p64, alts, None, margin, Y.dtype)
+    margin = 8.0 * EPS.get(dtype_name(Y.dtype), 1e-7)
+    sol, choice = _solve(rails, comp, xp, work, y64, p64, alts, None, margin, Y.dtype)
     x = sol.x
     skips: list[set[int]] = [set() for _ in range(B)]
     results = {b: (sol, b, choice[b]) for b in range(B)}
@@ -380,7 +365,7 @@ def _resolve(rails, comp, xp, work, y64, p64, prev_rows, per_rule, b, margin, ou
     skip: set[int] = set()
     for _ in range(len(rails.entries) + 1):
         alts = None if per_rule is None else [_combos(per_rule[b], skip, comp.C)]
-        sol, choice = _solve_rounded(rails, comp, xp, work, y_b, p_b, alts, skip, margin, out_dtype)
+        sol, choice = _solve(rails, comp, xp, work, y_b, p_b, alts, skip, margin, out_dtype)
         if sol.status[0] != "infeasible":
             return sol, choice[0], skip
         rule_boxes = alts[0][choice[0]][1] if alts and alts[0] else {}
@@ -388,13 +373,16 @@ def _resolve(rails, comp, xp, work, y64, p64, prev_rows, per_rule, b, margin, ou
             None if per_rule is None else {i: v for i, v in per_rule[b].items() if i not in skip}
         )
         conflict = _conflict(rails, comp, sol, 0, prev_row, rule_boxes, skip, rules_b)
-        conflict = _minimal(rails, comp, xp, work, y_b, p_b, conflict, margin)
+        conflict = _minimal(rails, comp, xp, work, y_b, p_b, conflict, margin, out_dtype)
         names = [rails.entries[e].name for e in conflict]
+        rounding = (sol.conflicts[0] or {}).get("rounding")
         if rails.policy == "raise":
-            raise GuardrailInfeasibleError(_message(rails, names, b))
+            raise GuardrailInfeasibleError(_message(rails, names, b, rounding))
         left = [e for e in conflict if e not in skip]
         if not left:
-            raise GuardrailInfeasibleError(_message(rails, names, b) + " (prioritize failed)")
+            raise GuardrailInfeasibleError(
+                _message(rails, names, b, rounding) + " (prioritize failed)"
+            )
         skip.add(min(left, key=lambda e: (rails.entries[e].priority, -rails.entries[e].order)))
     raise GuardrailInfeasibleError(_message(rails, [], b))
 
@@ -402,7 +390,9 @@ def _resolve(rails, comp, xp, work, y64, p64, prev_rows, per_rule, b, margin, ou
 def _report(rails, comp, xp, work, y64, out, results, alts, per_rule, prev_rows, skips):
     B = y64.shape[0]
     moved = xp.astype(out, work) - y64
-    dist = host_list(xp.sqrt(xp.sum(moved * moved, axis=-1)))
+    top = xp.max(xp.abs(moved), axis=-1, keepdims=True)  # (B, 1): scaled, so huge moves
+    unit = moved / xp.where(top > 0, top, 1.0)  # do not overflow when squared
+    dist = host_list(top[:, 0] * xp.sqrt(xp.sum(unit * unit, axis=-1)))
     status, active, bound, unsat = [], [], [], []
     hosts: dict[int, tuple] = {}
     for b in range(B):
@@ -430,9 +420,9 @@ def _report(rails, comp, xp, work, y64, out, results, alts, per_rule, prev_rows,
 
 def observe(rails: GuardrailSet, y: Any) -> dict[str, list[str]]:
     """See :meth:`GuardrailSet.observe`."""
-    xp = namespace(y)
-    if y.ndim not in (1, 2):
-        raise InputError(f"outputs are (C,) or (B, C), got shape {tuple(y.shape)}")
+    xp, y, _ = _inputs(y, None)
+    if y.ndim not in (1, 2) or y.shape[-1] == 0:
+        raise InputError(f"outputs are (C,) or (B, C) with C >= 1, got shape {tuple(y.shape)}")
     _check(xp, y, "the outputs")
     Y = y[None, :] if y.ndim == 1 else y
     comp = rails.compiled(Y.shape[1])

@@ -38,6 +38,8 @@ from typing import Union
 from kizzasi_lite.errors import InputError
 
 OPS = ("<", "<=", ">", ">=")
+MAX_DEPTH = 64  # nesting levels of a formula: the monitors and shields recurse over them
+MAX_NODES = 10_000  # nodes of a formula written out as a tree
 _NEGATED_OP = {"<": ">=", "<=": ">", ">": "<=", ">=": "<"}
 
 
@@ -193,6 +195,51 @@ def children(f: Formula) -> tuple[Formula, ...]:
     return (f.arg,)
 
 
+def _measure(f: Formula) -> tuple[int, int]:
+    """``(depth, size)`` of ``f``: nesting levels (an atom: 1) and nodes counted as a tree
+    (a subformula shared twice counts twice, as hashing and printing see it). Iterative, and
+    each distinct node object is visited once, so a formula that shares subformulas (what
+    ``a <-> b`` builds) is measured in time linear in its distinct nodes."""
+    seen: dict[int, tuple[int, int]] = {}
+    stack: list[tuple[Formula, bool]] = [(f, False)]
+    while stack:
+        g, ready = stack.pop()
+        if id(g) in seen:
+            continue
+        kids = children(g)
+        if ready:
+            d = 1 + max((seen[id(c)][0] for c in kids), default=0)
+            n = 1 + sum(seen[id(c)][1] for c in kids)
+            seen[id(g)] = (d, n)
+        else:
+            stack.append((g, True))
+            stack.extend((c, False) for c in kids if id(c) not in seen)
+    return seen[id(f)]
+
+
+def depth(f: Formula) -> int:
+    """The nesting depth of ``f`` (an atom or a constant: 1), computed without recursion."""
+    return _measure(f)[0]
+
+
+def check_depth(f: Formula) -> Formula:
+    """``f`` if it is nested at most :data:`MAX_DEPTH` levels deep and has at most
+    :data:`MAX_NODES` nodes (counted as a tree), else FormulaSyntaxError: monitors, shields
+    and printers recurse over the formula, and hashing it walks every node."""
+    d, n = _measure(f)
+    if d > MAX_DEPTH:
+        raise FormulaSyntaxError(
+            f"the formula is nested {d} levels deep, more than the limit of {MAX_DEPTH}; "
+            "split it into several rules"
+        )
+    if n > MAX_NODES:
+        raise FormulaSyntaxError(
+            f"the formula has {n} nodes (written out as a tree), more than the limit of "
+            f"{MAX_NODES}; each '<->' writes both sides twice"
+        )
+    return f
+
+
 def subformulas(f: Formula) -> list[Formula]:
     """Every distinct subformula, children before parents (post-order)."""
     out: dict[Formula, None] = {}
@@ -325,6 +372,8 @@ def simplify(f: Formula) -> Formula:
 
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_NODES",
     "And",
     "Always",
     "Atom",
@@ -342,7 +391,9 @@ __all__ = [
     "Since",
     "Until",
     "channels",
+    "check_depth",
     "children",
+    "depth",
     "horizon",
     "is_pure_past",
     "is_safety",

@@ -11,21 +11,27 @@
 points that satisfy every active constraint (see :mod:`kizzasi_lite.logic.projection`): rate
 limits are active when ``previous`` is given, enforced temporal rules restrict the current step
 (:mod:`kizzasi_lite.logic.shield`) using the history the set keeps, other rules are monitored.
-The result satisfies every constraint to ``tolerance`` (1e-9, relative, in float64; float32
-results are computed in float64 and rounded towards the feasible set), a stream that already
-satisfies them is returned unchanged, and when the constraints have no common point the policy
-decides: ``"raise"`` a :class:`GuardrailInfeasibleError` naming the constraints in conflict, or
-``"prioritize"``: leave out the lowest-priority constraint of the conflict (the latest added
-among equals) until the rest is feasible, and report what was left out.
+The result satisfies every constraint to ``tolerance`` (1e-9), relative: a bound ``B`` is met
+to ``tolerance * max(1, |B|)``, ``a . y <= b`` to ``tolerance * max(1, |b|, Σ|a_c y_c|)``,
+``y'Qy + c.y <= b`` to ``tolerance * max(1, |b|, |y'Qy| + |c.y|)``
+(:func:`kizzasi_lite.logic.projection.violation`). That holds for the values returned, in their
+own dtype: float32 results are computed in float64, rounded towards the feasible set and
+checked after rounding. A stream that already satisfies the constraints is returned unchanged.
+When the constraints have no common point, or no point of the output dtype (a set narrower than
+float32 resolution), the policy decides: ``"raise"`` a :class:`GuardrailInfeasibleError` naming
+the constraints in conflict, or ``"prioritize"``: leave out the lowest-priority constraint of
+the conflict (the latest added among equals) until the rest is feasible, and report what was
+left out.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from kizzasi_lite.errors import ConfigError, InputError
+from kizzasi_lite.errors import ConfigError, InputError, KizzasiError
 from kizzasi_lite.logic.compiled import Compiled, Entry, compile_entries
 from kizzasi_lite.logic.constraints import (
     Constraint,
@@ -41,6 +47,7 @@ from kizzasi_lite.logic.constraints import (
 
 POLICIES = ("raise", "prioritize")
 FORMAT_VERSION = 1
+_TOP_KEYS = ("format", "version", "policy", "tolerance", "guardrails")
 
 
 # ------------------------------------------------------------------------------ guardrails
@@ -66,8 +73,47 @@ class Guardrail:
         return {"name": self.name, "constraints": [c.to_dict() for c in self.constraints]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> Guardrail:
-        return cls(data["name"], tuple(constraint_from_dict(c) for c in data["constraints"]))
+    def from_dict(cls, data: Any) -> Guardrail:
+        """Inverse of :meth:`to_dict`: ``{"name": str, "constraints": [constraint, ...]}``
+        (the constraint objects of :meth:`GuardrailSet.from_json`); ConfigError otherwise."""
+        _keys(data, "a guardrail", ("name", "constraints"), ("priority",))
+        items = data["constraints"]
+        if not isinstance(items, list | tuple):
+            raise ConfigError(
+                f"guardrail {data['name']!r}: 'constraints' is a list of constraint objects, "
+                f"got {type(items).__name__} {items!r}"
+            )
+        out = []
+        for j, c in enumerate(items):
+            try:
+                out.append(constraint_from_dict(c))
+            except KizzasiError as exc:
+                raise type(exc)(f"guardrail {data['name']!r}, constraint {j}: {exc}") from None
+        return cls(data["name"], tuple(out))
+
+
+def _keys(data: Any, what: str, required: tuple, optional: tuple = ()) -> None:
+    """Check that ``data`` is a dict with every key of ``required`` and no key outside
+    ``required + optional``; ConfigError naming what was expected and what was given."""
+    expected = f"{what} is a JSON object with the keys {list(required)}" + (
+        f" (optional: {list(optional)})" if optional else ""
+    )
+    if not isinstance(data, dict):
+        shown = repr(data) if len(repr(data)) <= 60 else repr(data)[:57] + "..."
+        raise ConfigError(f"{expected}, got {type(data).__name__} {shown}")
+    missing = [k for k in required if k not in data]
+    unknown = sorted(str(k) for k in data if k not in required and k not in optional)
+    if missing or unknown:
+        given = ", ".join(repr(str(k)) for k in data) or "none"
+        problem = "; ".join(
+            part
+            for part in (
+                f"missing {missing}" if missing else "",
+                f"unknown {unknown}" if unknown else "",
+            )
+            if part
+        )
+        raise ConfigError(f"{expected}; {problem} (keys given: {given})")
 
 
 class ConstraintBuilder:
@@ -162,7 +208,9 @@ class GuardrailSet:
     """Guardrails with priorities, enforced together on every prediction (module docstring).
 
     ``policy``: ``"raise"`` or ``"prioritize"``. ``tolerance``: the relative violation a
-    returned value may have (and below which a prediction counts as satisfying a constraint).
+    returned value may have, in its own dtype (and below which a prediction counts as
+    satisfying a constraint); see the module docstring for what "relative" means.
+    ``max_iter``: the solver's iteration budget per projection.
     ``counters[name]``: how many times each constraint was active (moved a stream).
     """
 
@@ -174,10 +222,16 @@ class GuardrailSet:
         tolerance: float = 1e-9,
         max_iter: int = 4000,
     ) -> None:
-        if policy not in POLICIES:
+        if not isinstance(policy, str) or policy not in POLICIES:
             raise ConfigError(f"policy must be one of {POLICIES}, got {policy!r}")
-        if not 0 < tolerance < 1e-3:
-            raise ConfigError(f"tolerance must be in (0, 1e-3), got {tolerance!r}")
+        if (
+            isinstance(tolerance, bool)
+            or not isinstance(tolerance, int | float)
+            or not 0 < tolerance < 1e-3
+        ):
+            raise ConfigError(f"tolerance must be a number in (0, 1e-3), got {tolerance!r}")
+        if isinstance(max_iter, bool) or not hasattr(max_iter, "__index__") or max_iter < 1:
+            raise ConfigError(f"max_iter must be a whole number >= 1, got {max_iter!r}")
         self.policy = policy
         self.tolerance = float(tolerance)
         self.max_iter = int(max_iter)
@@ -254,6 +308,20 @@ class GuardrailSet:
         """The full name of every constraint (``guardrail/label``), in the order added."""
         return [e.name for e in self.entries]
 
+    def check_channels(self, n_channels: int) -> None:
+        """Check that every constraint fits predictions of ``n_channels`` channels (call it when
+        the set is attached to a model). Raises ConfigError naming the constraint and both
+        sizes: a channel index >= ``n_channels``, or a ``Linear``/``Quadratic`` without
+        ``channels`` whose coefficients are not one per channel."""
+        if isinstance(n_channels, bool) or not hasattr(n_channels, "__index__") or n_channels < 1:
+            raise ConfigError(f"n_channels must be a whole number >= 1, got {n_channels!r}")
+        try:
+            self.compiled(int(n_channels))
+        except InputError as exc:
+            raise ConfigError(
+                f"the guardrails do not fit predictions of {int(n_channels)} channel(s): {exc}"
+            ) from None
+
     def compiled(self, C: int) -> Compiled:
         if C not in self._compiled:
             self._compiled[C] = compile_entries(self.entries, C)
@@ -291,7 +359,9 @@ class GuardrailSet:
     def enforce(self, y: Any, previous: Any = None, *, advance: bool = True):
         """Project ``y`` (B, C) or (C,) onto the constraints; returns ``(y_safe, report)``.
 
-        ``previous``: the last emitted outputs, same shape (None: rate limits inactive).
+        ``y``: an array of real floats (nested lists of numbers are converted to an array of
+        the backend of ``previous``, or of the default backend). ``previous``: the last
+        emitted outputs, same shape (None: rate limits inactive).
         ``advance``: feed the result to the temporal rules' monitors (one step of the stream).
         ``y_safe`` has the backend, shape and dtype of ``y``.
         """
@@ -302,6 +372,31 @@ class GuardrailSet:
     def reset(self) -> None:
         """Forget the output history of the temporal rules (start new streams)."""
         self._streams = None
+
+    def fork(self, streams: int | None = None) -> GuardrailSet:
+        """A set with the same constraints that starts from this one's rule history and
+        counters, and leaves them as they are: a roll-out or a forecast is guarded on a fork,
+        and a sequence is, until it has been guarded whole (:meth:`adopt`). ``streams``: that
+        many copies of a one-stream history (sampled trajectories of one stream)."""
+        fork = copy.copy(self)  # shares the entries and the compiled problems
+        fork.counters = dict(self.counters)
+        live = self._streams
+        if live is not None and streams is not None:
+            if any(len(ms) != 1 for ms in live.values()):
+                raise InputError(
+                    f"the guardrails follow {len(next(iter(live.values())))} streams; a fork "
+                    f"into {streams} copies needs a history of one stream"
+                )
+            fork._streams = {
+                i: [copy.deepcopy(ms[0]) for _ in range(streams)] for i, ms in live.items()
+            }
+        else:
+            fork._streams = None if live is None else copy.deepcopy(live)
+        return fork
+
+    def adopt(self, fork: GuardrailSet) -> None:
+        """Take over the rule history and counters of ``fork`` (:meth:`fork`)."""
+        self._streams, self.counters = fork._streams, fork.counters
 
     def observe(self, y: Any) -> dict[str, list[str]]:
         """Feed outputs ``y`` (B, C) or (C,) to the temporal rules without enforcing anything
@@ -324,6 +419,7 @@ class GuardrailSet:
 
     # ---------------------------------------------------------------- saving
     def to_dict(self) -> dict:
+        """The set as a JSON-ready dict (the format is described in :meth:`from_json`)."""
         return {
             "format": "kizzasi-guardrails",
             "version": FORMAT_VERSION,
@@ -333,22 +429,94 @@ class GuardrailSet:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> GuardrailSet:
-        if data.get("format") != "kizzasi-guardrails":
-            raise ConfigError("not a kizzasi guardrails file (format != 'kizzasi-guardrails')")
-        if data.get("version") != FORMAT_VERSION:
-            raise ConfigError(f"guardrails format version {data.get('version')!r} is not supported")
+    def from_dict(cls, data: Any) -> GuardrailSet:
+        """Inverse of :meth:`to_dict`; the whole document is checked (format in
+        :meth:`from_json`). Raises ConfigError naming what was expected and what was given
+        (GuardrailInfeasibleError for constraints that are empty or conflict)."""
+        if isinstance(data, dict) and data.get("format") != "kizzasi-guardrails":
+            raise ConfigError(
+                "not a kizzasi guardrails file: 'format' must be 'kizzasi-guardrails', "
+                f"got {data.get('format')!r}"
+            )
+        if isinstance(data, dict) and "version" in data:
+            version = data["version"]
+            if isinstance(version, bool) or version != FORMAT_VERSION:
+                raise ConfigError(
+                    f"guardrails format version {version!r} is not supported "
+                    f"(this version reads {FORMAT_VERSION})"
+                )
+        _keys(data, "a guardrails file", _TOP_KEYS)
+        groups = data["guardrails"]
+        if not isinstance(groups, list):
+            raise ConfigError(
+                "'guardrails' is a list of guardrail objects "
+                f"{{'name', 'priority', 'constraints'}}, got {type(groups).__name__} {groups!r}"
+            )
         out = cls(policy=data["policy"], tolerance=data["tolerance"])
-        for g in data["guardrails"]:
-            out.add(Guardrail.from_dict(g), priority=int(g["priority"]))
+        for i, g in enumerate(groups):
+            _keys(g, f"guardrails[{i}]", ("name", "priority", "constraints"))
+            priority = g["priority"]
+            if isinstance(priority, bool) or not isinstance(priority, int):
+                raise ConfigError(
+                    f"guardrails[{i}] 'priority' must be an integer, got {priority!r}"
+                )
+            out.add(Guardrail.from_dict(g), priority=priority)
         return out
 
     def to_json(self, **kwargs: Any) -> str:
+        """The set as JSON text (keyword arguments go to ``json.dumps``; indent 2 by default).
+
+        The format, which :meth:`from_json` reads back exactly, is described there.
+        """
         return json.dumps(self.to_dict(), indent=kwargs.pop("indent", 2), allow_nan=False, **kwargs)
 
     @classmethod
     def from_json(cls, text: str) -> GuardrailSet:
-        return cls.from_dict(json.loads(text))
+        """A set from the JSON text :meth:`to_json` writes (``guardrails.json``).
+
+        The document is one object with exactly these keys::
+
+            format      "kizzasi-guardrails"
+            version     1
+            policy      "raise" or "prioritize"
+            tolerance   a number in (0, 1e-3), e.g. 1e-9 (the relative violation allowed)
+            guardrails  a list, in the order they are added, of objects with exactly the keys
+                        name (non-empty string without "/", unique), priority (an integer;
+                        higher wins under "prioritize") and constraints (a list of objects)
+
+        A constraint object has ``"type"`` and the arguments of its class, by name
+        (optional ones may be left out; ``channel``/``channels``: an index, a list of
+        indices, or null for every channel; infinite bounds are the strings "inf", "-inf")::
+
+            {"type": "range", "lo": L, "hi": H, "channel": null}
+            {"type": "less_than", "value": V, "channel": null}
+            {"type": "greater_than", "value": V, "channel": null}
+            {"type": "rate_limit", "delta": D, "channel": null}
+            {"type": "linear", "a": [...], "b": B, "equality": false, "tol": 0.0,
+             "channels": null}
+            {"type": "quadratic", "Q": [[...], ...], "c": [...] or null, "b": B,
+             "channels": null}
+            {"type": "temporal", "formula": "G(x0 <= 1.0)", "enforce": null}
+
+        For example, channel 0 kept in [-1, 1] and moving at most 0.1 per step::
+
+            {"format": "kizzasi-guardrails", "version": 1, "policy": "raise",
+             "tolerance": 1e-9,
+             "guardrails": [{"name": "limits", "priority": 0, "constraints": [
+                 {"type": "range", "lo": -1.0, "hi": 1.0, "channel": 0},
+                 {"type": "rate_limit", "delta": 0.1, "channel": 0}]}]}
+
+        Raises ConfigError (text that is not JSON, a missing or unknown key, a value of the
+        wrong kind: the message says what was expected and what was given), and
+        GuardrailInfeasibleError for constraints that are empty or conflict under "raise".
+        """
+        if not isinstance(text, str | bytes | bytearray):
+            raise ConfigError(f"from_json takes JSON text, got {type(text).__name__}")
+        try:
+            data = json.loads(text)
+        except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
+            raise ConfigError(f"guardrails: expected JSON text ({exc})") from None
+        return cls.from_dict(data)
 
     def save(self, path: Any) -> None:
         """Write the set as JSON (``guardrails.json`` next to a model)."""

@@ -149,15 +149,14 @@ def _quad_grad(xp: Any, x: Any, qd: Quad) -> Any:
     return 2.0 * xp.matmul(x, qd.Q) + qd.c  # (B, C); Q is symmetric
 
 
-def violation(xp: Any, x: Any, p: Problem) -> Any:
-    """The largest relative violation of any constraint by each stream of ``x`` (B, C) -> (B,).
-
-    Box: ``(x - U) / max(1, |U|)``; slab: ``(a.x - u) / max(1, |u|, Σ|a_c x_c|)``; quadratic:
-    ``(q(x) - b) / max(1, |b|, |x'Qx| + |c.x|)``; 0 when every constraint holds.
+def violation_parts(xp: Any, x: Any, p: Problem) -> dict[str, Any]:
+    """The relative violation of each constraint by each stream of ``x`` (B, C) (> 0: violated,
+    ``-inf`` where a bound is absent): ``"upper"``, ``"lower"`` (B, C) for the box, ``"rows"``
+    (B, m) for the slabs (the worse side), ``"quads"`` (B, q); scales as in :func:`violation`.
     """
     over = xp.where(xp.isfinite(p.U), (x - p.U) / xp.maximum(xp.abs(_finite(xp, p.U)), 1.0), -_INF)
     under = xp.where(xp.isfinite(p.L), (p.L - x) / xp.maximum(xp.abs(_finite(xp, p.L)), 1.0), -_INF)
-    worst = xp.max(xp.maximum(over, under), axis=-1)  # (B,)
+    out = {"upper": over, "lower": under}
     if p.m:
         t = _rows_dot(xp, x, p.A)  # (B, m)
         size = _rows_dot(xp, xp.abs(x), xp.abs(p.A))  # (B, m): the size of the terms of a.x
@@ -165,13 +164,30 @@ def violation(xp: Any, x: Any, p: Problem) -> Any:
         scale_l = xp.maximum(xp.maximum(size, xp.abs(_finite(xp, p.l))), 1.0)
         up = xp.where(xp.isfinite(p.u), (t - p.u) / scale_u, -_INF)
         lo = xp.where(xp.isfinite(p.l), (p.l - t) / scale_l, -_INF)
-        worst = xp.maximum(worst, xp.max(xp.maximum(up, lo), axis=-1))
-    for j, qd in enumerate(p.quads):
-        b = p.qb[:, j]
-        quad = xp.sum(xp.matmul(x, qd.Q) * x, axis=-1)
-        lin = xp.matmul(x, qd.c)
-        scale = xp.maximum(xp.maximum(xp.abs(quad) + xp.abs(lin), xp.abs(_finite(xp, b))), 1.0)
-        worst = xp.maximum(worst, xp.where(xp.isfinite(b), (quad + lin - b) / scale, -_INF))
+        out["rows"] = xp.maximum(up, lo)  # (B, m)
+    if p.q:
+        cols = []
+        for j, qd in enumerate(p.quads):
+            b = p.qb[:, j]
+            quad = xp.sum(xp.matmul(x, qd.Q) * x, axis=-1)
+            lin = xp.matmul(x, qd.c)
+            scale = xp.maximum(xp.maximum(xp.abs(quad) + xp.abs(lin), xp.abs(_finite(xp, b))), 1.0)
+            cols.append(xp.where(xp.isfinite(b), (quad + lin - b) / scale, -_INF))  # (B,)
+        out["quads"] = xp.stack(cols, axis=-1)  # (B, q)
+    return out
+
+
+def violation(xp: Any, x: Any, p: Problem) -> Any:
+    """The largest relative violation of any constraint by each stream of ``x`` (B, C) -> (B,).
+
+    Box: ``(x - U) / max(1, |U|)``; slab: ``(a.x - u) / max(1, |u|, Σ|a_c x_c|)``; quadratic:
+    ``(q(x) - b) / max(1, |b|, |x'Qx| + |c.x|)``; 0 when every constraint holds.
+    """
+    parts = violation_parts(xp, x, p)
+    worst = xp.max(xp.maximum(parts["upper"], parts["lower"]), axis=-1)  # (B,)
+    for key in ("rows", "quads"):
+        if key in parts:
+            worst = xp.maximum(worst, xp.max(parts[key], axis=-1))
     return xp.maximum(worst, 0.0)
 
 
@@ -500,4 +516,13 @@ def _finish(xp, y, x, p, keep, bad, box_bad, lam, mu, nu, weights, it) -> Soluti
     return Solution(x, status, err, lam, mu, nu, conflicts, it)
 
 
-__all__ = ["Problem", "Quad", "Solution", "certificate", "project", "project_quad", "violation"]
+__all__ = [
+    "Problem",
+    "Quad",
+    "Solution",
+    "certificate",
+    "project",
+    "project_quad",
+    "violation",
+    "violation_parts",
+]

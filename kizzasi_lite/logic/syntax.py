@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from kizzasi_lite.logic.formula import (
     FUTURE,
+    MAX_DEPTH,
     OPS,
     PAST,
     Always,
@@ -30,6 +32,7 @@ from kizzasi_lite.logic.formula import (
     Release,
     Since,
     Until,
+    check_depth,
     children,
     is_pure_past,
 )
@@ -47,21 +50,27 @@ def _bounds(f: Formula) -> str:
 
 
 def to_text(f: Formula) -> str:
-    """The formula in the text syntax; ``parse(to_text(f)) == f`` (implications print as ``|``)."""
+    """The formula in the text syntax; ``parse(to_text(f)) == f`` (implications print as ``|``).
+
+    Raises FormulaSyntaxError for a formula deeper or larger than :func:`parse` accepts."""
+    return _text(check_depth(f))
+
+
+def _text(f: Formula) -> str:
     if isinstance(f, Const):
         return "true" if f.value else "false"
     if isinstance(f, Atom):
         return f"x{f.channel} {f.op} {f.value!r}"
     if isinstance(f, Not):
-        return f"!({to_text(f.arg)})"
+        return f"!({_text(f.arg)})"
     if isinstance(f, And | Or):
         sep = " & " if isinstance(f, And) else " | "
-        return "(" + sep.join(to_text(a) for a in f.args) + ")"
+        return "(" + sep.join(_text(a) for a in f.args) + ")"
     if isinstance(f, Until | Release | Since):
         op = {Until: "U", Release: "R", Since: "S"}[type(f)]
-        return f"({to_text(f.left)}) {op}{_bounds(f)} ({to_text(f.right)})"
+        return f"({_text(f.left)}) {op}{_bounds(f)} ({_text(f.right)})"
     op = {Next: "X", Always: "G", Eventually: "F", Previously: "Y", Once: "O", Historically: "H"}
-    return f"{op[type(f)]}{_bounds(f)}({to_text(f.arg)})"
+    return f"{op[type(f)]}{_bounds(f)}({_text(f.arg)})"
 
 
 # ------------------------------------------------------------------------------------- parsing
@@ -118,6 +127,16 @@ class _Parser:
         self.toks = _tokenize(text)
         self.i = 0
         self.names = dict(names or {})
+        self.depth = 0  # nesting: parentheses, prefix operators, right-nested binary operators
+
+    def nest(self) -> None:
+        """Enter one more level of nesting (undone by :meth:`unnest`), at most MAX_DEPTH."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(f"the formula is nested more than {MAX_DEPTH} levels deep (the limit)")
+
+    def unnest(self) -> None:
+        self.depth -= 1
 
     @property
     def tok(self) -> _Tok:
@@ -147,13 +166,17 @@ class _Parser:
         return f
 
     def implies(self) -> Formula:
+        self.nest()
         left = self.disjunction()
         if self.take("<->"):
             right = self.implies()
-            return And((Or((Not(left), right)), Or((Not(right), left))))
-        if self.take("->"):
-            return Or((Not(left), self.implies()))
-        return left
+            out: Formula = And((Or((Not(left), right)), Or((Not(right), left))))
+        elif self.take("->"):
+            out = Or((Not(left), self.implies()))
+        else:
+            out = left
+        self.unnest()
+        return out
 
     def disjunction(self) -> Formula:
         args = [self.conjunction()]
@@ -173,7 +196,7 @@ class _Parser:
         if tok.kind == "name" and tok.text in _BINARY:
             self.i += 1
             lo, hi = self.bounds(tok.text)
-            right = self.binary()
+            right = self.operand(self.binary)
             if tok.text == "S":
                 if (lo, hi) != (0, None):
                     raise self.fail("S takes no bounds (use O[a,b] / H[a,b])", tok)
@@ -182,6 +205,7 @@ class _Parser:
         return left
 
     def past(self, f: Formula, tok: _Tok) -> Formula:
+        check_depth(f)  # before walking it: a chain of <-> inside would take exponential time
         for c in children(f):
             if not is_pure_past(c):
                 raise _error(
@@ -195,17 +219,29 @@ class _Parser:
     def unary(self) -> Formula:
         tok = self.tok
         if self.take("!"):
-            return Not(self.unary())
+            return Not(self.operand())
         if tok.kind == "name" and tok.text in ("X", "Y"):
             self.i += 1
-            arg = self.unary()
+            arg = self.operand()
             return Next(arg) if tok.text == "X" else self.past(Previously(arg), tok)
         if tok.kind == "name" and tok.text in _PREFIX:
             self.i += 1
             lo, hi = self.bounds(tok.text)
-            f = _PREFIX[tok.text](self.unary(), lo, hi)
+            f = _PREFIX[tok.text](self.operand(), lo, hi)
             return self.past(f, tok) if tok.text in "OH" else f
         return self.primary()
+
+    def operand(self, rule: Any = None) -> Formula:
+        """The operand of an operator (parsed by ``rule``, default :meth:`unary`): one level
+        deeper, counted by the parenthesis when it has one (so ``X(X(φ))`` counts 2, as
+        ``X X φ`` does)."""
+        rule = rule or self.unary
+        if self.tok.kind == "op" and self.tok.text == "(":
+            return rule()
+        self.nest()
+        f = rule()
+        self.unnest()
+        return f
 
     def bounds(self, op: str) -> tuple[int, int | None]:
         if not self.take("["):
@@ -295,13 +331,14 @@ def parse(text: str, *, names: dict[str, int] | None = None) -> Formula:
     """Parse the text syntax of the module docstring into a formula.
 
     ``names`` maps extra channel names to channel indices. Raises :class:`FormulaSyntaxError`
-    (an ``InputError``) saying where the text stops making sense and what was expected there.
+    (an ``InputError``) saying where the text stops making sense and what was expected there,
+    and for formulas (text or trees) nested more than ``MAX_DEPTH`` (64) levels deep.
     """
     if isinstance(text, (Const, Atom, Not, And, Or, *FUTURE, *PAST)):
-        return text
+        return check_depth(text)
     if not isinstance(text, str):
         raise FormulaSyntaxError(f"a formula is a string, got {type(text).__name__}")
-    return _Parser(text, names).parse()
+    return check_depth(_Parser(text, names).parse())  # "a <-> b" nests deeper than it reads
 
 
 __all__ = ["parse", "to_text"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def fit(
     lr: float = 3e-3,
     weight_decay: float = 0.0,
     clip: float = 1.0,
-    loss: str = "mse",
+    loss: str | Callable[[Any, Any], Any] = "mse",
     val_fraction: float = 0.2,
     val_series: Any = None,
     patience: int = 5,
@@ -92,16 +93,37 @@ def fit(
     ``series``: an array (T, input_dim), a list of them, or a CSV path (``columns`` picks
     channels). ``val_series`` gives validation data explicitly instead of ``val_fraction``.
     ``freeze``: parameter-name prefixes left as they are (e.g. ``("forecast.highway",)``).
-    ``loss``: ``"mse"``, ``"mae"`` or ``"huber"`` (the Gaussian head always uses its negative
-    log-likelihood). The normalisation statistics come from the training part only, unless the
-    model was already trained (resuming keeps them).
+    ``loss``: ``"mse"``, ``"mae"`` or ``"huber"`` in normalised units, or a callable
+    ``loss(pred, target) -> scalar`` given both in the data's units, (B, T, C) (or (B, H, C) for
+    the forecast objective), e.g. ``ConstraintAwareLoss(mse, guardrails, weight=10.0)`` to train
+    the raw predictions to respect constraints (validation and early stopping then use it too);
+    the Gaussian head always uses its negative log-likelihood. The
+    normalisation statistics come from the training part only, unless the model was already
+    trained (resuming keeps them).
     """
     _check_options(model, objective, loss, epochs, batch_size, val_fraction)
+    for name, v in (("stride", stride), ("windows_per_stream", windows_per_stream)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
     data = as_series(model, series, columns)
     if val_series is not None:
         train, val = data, as_series(model, val_series, columns)
     else:
         train, val = _split(data, val_fraction)
+    _check_validation(model, objective, val)
+    before = model.params
+    try:  # a fit that fails leaves the model as it was (normalisation included)
+        return _fit(model, train, val, objective, epochs, batch_size, window, windows_per_stream,
+                    stride, lr, weight_decay, clip, loss, patience, time_budget,
+                    max_steps_per_epoch, freeze, seed, verbose)  # fmt: skip
+    except Exception:
+        model.params = before
+        raise
+
+
+def _fit(model, train, val, objective, epochs, batch_size, window, windows_per_stream, stride,
+         lr, weight_decay, clip, loss, patience, time_budget, max_steps_per_epoch, freeze, seed,
+         verbose) -> dict[str, list]:  # fmt: skip
     if not model.info.get("trained"):
         _set_normalizer(model, train)
         if objective == "forecast":
@@ -120,27 +142,27 @@ def fit(
     warmup = max(1, total_steps // 20)
     for epoch in range(1, epochs + 1):
         bar = Progress(total_steps // epochs, f"epoch {epoch}/{epochs}", enabled=verbose)
-        t0, losses = time.time(), []
+        t0, losses, done = time.time(), [], 0
         for batch in task.batches(train, batch_size, windows_per_stream, stride, rng):
             lr_now = cosine_schedule(step, total_steps, lr, warmup)
             value, grads = task.gradient(keys, batch)
-            grads, _ = clip_by_global_norm(grads, clip)
-            updated = opt.update({k: model.params[k] for k in keys}, grads, lr_now)
-            model.params = {**model.params, **updated}
-            losses.append(value)
-            step += 1
+            grads, norm = clip_by_global_norm(grads, clip)
+            if math.isfinite(value) and math.isfinite(norm):  # else skip a step that overflowed
+                updated = opt.update({k: model.params[k] for k in keys}, grads, lr_now)
+                model.params = {**model.params, **updated}
+                losses.append(value)
+            step, done = step + 1, done + 1
             bar.advance(loss=value, lr=lr_now)
             out_of_time = time_budget is not None and time.time() - start > time_budget
-            if out_of_time or (max_steps_per_epoch and len(losses) >= max_steps_per_epoch):
+            if out_of_time or (max_steps_per_epoch and done >= max_steps_per_epoch):
                 break
-        val_loss = task.evaluate(val) if val else float(np.mean(losses))
+        train_loss = float(np.mean(losses)) if losses else math.nan
+        val_loss = task.evaluate(val) if val else train_loss
         for k, v in zip(
-            history,
-            (epoch, float(np.mean(losses)), val_loss, lr_now, time.time() - t0),
-            strict=True,
+            history, (epoch, train_loss, val_loss, lr_now, time.time() - t0), strict=True
         ):
             history[k].append(v)
-        bar.close(train=float(np.mean(losses)), val=val_loss)
+        bar.close(train=train_loss, val=val_loss)
         if val_loss < best - 1e-9:
             best, best_params, bad_epochs = val_loss, dict(model.params), 0
         else:
@@ -164,13 +186,27 @@ def _check_options(model, objective, loss, epochs, batch_size, val_fraction) -> 
         raise ConfigError(
             "fit learns to predict the series itself: output_dim must equal input_dim"
         )
-    if loss not in LOSSES:
-        raise ConfigError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+    if not callable(loss) and loss not in LOSSES:
+        raise ConfigError(f"loss must be one of {sorted(LOSSES)} or a callable, got {loss!r}")
+    if callable(loss) and model.gaussian and objective == "next_step":
+        raise ConfigError("the Gaussian head trains by its likelihood: a loss cannot be given")
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{name} must be a positive integer, got {v!r}")
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+
+
+def _check_validation(model: Any, objective: str, val: list[np.ndarray]) -> None:
+    """Every validation series long enough for one prediction to be scored."""
+    c = model.config
+    need = c.forecast_lookback + c.forecast_horizon if objective == "forecast" else 2
+    short = [len(v) for v in val if len(v) < need]
+    if short:
+        raise InputError(
+            f"a validation series has {short[0]} sample(s); scoring {objective} needs at least "
+            f"{need} (pass longer val_series, a larger val_fraction, or val_fraction=0)"
+        )
 
 
 def _split(data: list[np.ndarray], frac: float) -> tuple[list, list]:
@@ -248,9 +284,16 @@ def _record(model: Any, history: dict, objective: str, val: list, task: _Task) -
 class _Task:
     """The batches, loss and validation of one objective."""
 
-    def __init__(self, model: Any, objective: str, loss: str, window: int) -> None:
+    def __init__(self, model: Any, objective: str, loss: Any, window: int) -> None:
         self.model, self.objective, self.loss, self.window = model, objective, loss, window
         self.state: dict[str, Any] | None = None
+
+    def task_loss(self, params: dict, pred: Any, target: Any) -> Any:
+        """The loss of predictions against targets, both in z units: a named loss there, or the
+        user's callable on both in the data's units (``params`` holds the normalisation)."""
+        if callable(self.loss):
+            return self.loss(heads.unstandardize(params, pred), heads.unstandardize(params, target))
+        return LOSSES[self.loss](pred, target)
 
     def trainable_keys(self) -> list[str]:
         skip = ("normalizer.", "forecast.")
@@ -275,7 +318,7 @@ class _Task:
             )
             return max(1, -(-n // batch_size))
         per = self.window * windows_per_stream
-        streams = sum(max(1, (len(s) - 1) // per) for s in train)
+        streams = sum(max(1, (len(s) - 1) // per) + ((len(s) - 1) % per > 0) for s in train)
         return max(1, -(-streams // batch_size)) * windows_per_stream
 
     def batches(self, train, batch_size, windows_per_stream, stride, rng):
@@ -299,6 +342,8 @@ class _Task:
             for j in range(n_win // per):
                 a = off + j * per * L
                 streams.append(z[a : a + per * L + 1])
+            if n_win % per or off + n_win * L + 1 < len(z):  # the newest samples too
+                streams.append(z[len(z) - per * L - 1 :])
         by_len: dict[int, list] = {}
         for st in streams:
             by_len.setdefault(len(st), []).append(st)
@@ -338,7 +383,7 @@ class _Task:
 
             def fn(p, const, xb, state):
                 pred = m._forecast_z({**const, **p}, xb[:, :lb, :], state)
-                return LOSSES[self.loss](pred, xb[:, lb:, :])
+                return self.task_loss(const, pred, xb[:, lb:, :])
 
             zero = m.zero_state(batch.shape[0])
             value, grads = value_and_grad(fn, {k: m.params[k] for k in keys}, const, xb, zero)
@@ -352,7 +397,9 @@ class _Task:
             )  # fmt: skip
             target = xb[:, 1:, :]
             out = (
-                gaussian_nll(mean, scale, target) if m.gaussian else LOSSES[self.loss](mean, target)
+                gaussian_nll(mean, scale, target)
+                if m.gaussian
+                else self.task_loss(const, mean, target)
             )
             return out, new
 
@@ -363,10 +410,22 @@ class _Task:
 
     # ------------------------------------------------------------------ validation
     def evaluate(self, val: list[np.ndarray], batch: int = 256) -> float:
-        """Validation loss in z units: next-step MSE (NLL for the Gaussian head) or forecast MSE."""
+        """Validation loss: next-step MSE in z units (NLL for the Gaussian head), forecast MSE,
+        or the user's loss (its own units) where one was given."""
         m = self.model
-        if self.objective == "forecast":
+        if self.objective == "forecast" and not callable(self.loss):
             return forecast_mse(m, val, batch=batch)
+        if self.objective == "forecast":
+            c = m.config
+            win = [self._z(s)[t : t + c.forecast_lookback + c.forecast_horizon] for s in val
+                   for t in range(0, len(s) - c.forecast_lookback - c.forecast_horizon + 1)]  # fmt: skip
+            total = 0.0
+            for a in range(0, len(win), batch):
+                xb = m._to_backend(np.stack(win[a : a + batch]))
+                pred = m._forecast_z(m.params, xb[:, : c.forecast_lookback, :])
+                part = self.task_loss(m.params, pred, xb[:, c.forecast_lookback :, :])
+                total += float(_np(part)) * xb.shape[0]
+            return total / len(win)
         total, count = 0.0, 0
         for s in val:
             xb = m._to_backend(self._z(s)[None])
@@ -374,7 +433,9 @@ class _Task:
                 m.arch, m.backbone_config, m.params, xb[:, :-1, :], m.zero_state(1),
                 residual=True, gaussian=m.gaussian,
             )  # fmt: skip
-            if m.gaussian:
+            if callable(self.loss):
+                v = float(_np(self.task_loss(m.params, mean, xb[:, 1:, :])))
+            elif m.gaussian:
                 v = float(_np(gaussian_nll(mean, scale, xb[:, 1:, :])))
             else:
                 v = float(_np(LOSSES["mse"](mean, xb[:, 1:, :])))

@@ -7,6 +7,7 @@ the first quarter of the buffer only warming the state up), with learning rate `
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -67,5 +68,6 @@ def _learn(model: Any, on: _Online, lr: float) -> None:
 
     trained = {k: model.params[k] for k in keys}
     _, grads = value_and_grad(fn, trained, const, zb, model.zero_state(1))
-    grads, _ = clip_by_global_norm(grads, 1.0)
-    model.params = {**model.params, **on.opt.update({k: model.params[k] for k in keys}, grads, lr)}
+    grads, norm = clip_by_global_norm(grads, 1.0)
+    if math.isfinite(norm):  # an update that overflowed is skipped, not applied
+        model.params = {**model.params, **on.opt.update(trained, grads, lr)}

@@ -6,10 +6,12 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kizzasi_lite.autodiff import value_and_grad
 from kizzasi_lite.backends import get_namespace, namespace, to_numpy
-from kizzasi_lite.errors import ConfigError, GuardrailInfeasibleError, InputError
+from kizzasi_lite.errors import ConfigError, GuardrailInfeasibleError, InputError, KizzasiError
 from kizzasi_lite.logic import (
     BoundType,
     ConstraintBuilder,
@@ -177,3 +179,70 @@ def test_namespace_of_a_violation_follows_the_input():
     xp = get_namespace("array_api_strict")
     v = Range(0, 1).violation(xp.asarray([[2.0, 3.0]]))
     assert_close(v, xp.asarray([3.0]), xp=xp)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Range(math.inf, math.inf), "finite lo or -inf and a finite hi or inf"),
+        (lambda: Range(-math.inf, -math.inf), "finite lo or -inf and a finite hi or inf"),
+        (lambda: Range(math.inf, 1.0), "got lo = inf"),
+        (lambda: Range(0.0, -math.inf), "hi = -inf"),
+        (lambda: Range(math.nan, 1.0), "Range lo must be a number or \\+-inf, not NaN"),
+        (lambda: Range(0.0, math.nan), "Range hi must be"),
+        (lambda: Range("0", 1.0), "Range lo must be a number, got '0'"),
+        (lambda: Range(True, 2.0), "Range lo must be a number, got True"),
+        (lambda: Range(0.0, 1.0, channel=1.5), "channel is an index"),
+        (lambda: Range(0.0, 1.0, channel="01"), "channel is an index"),
+        (lambda: LessThan(math.inf), "LessThan value must be finite"),
+        (lambda: GreaterThan(-math.inf), "GreaterThan value must be finite"),
+        (lambda: GreaterThan(None), "GreaterThan value must be a number"),
+        (lambda: RateLimit(math.nan), "RateLimit delta must be"),
+        (lambda: RateLimit("0.1"), "RateLimit delta must be a number"),
+        (lambda: Linear([1.0, math.inf], 1.0), "Linear a\\[1\\] must be finite"),
+        (lambda: Linear([1.0, 1.0], math.nan), "Linear b must be finite"),
+        (lambda: Linear([1.0, 1.0], 1.0, tol=-0.1), "tol must be >= 0"),
+        (lambda: Linear([1.0, 1.0], 1.0, tol=math.inf), "Linear tol must be finite"),
+        (lambda: Linear([1.0, 1.0], 1.0, equality="no"), "equality must be True or False"),
+        (lambda: Linear("ab", 1.0), "Linear a must be a sequence of numbers"),
+        (lambda: Linear({"a": 1.0}, 1.0), "Linear a must be a sequence of numbers"),
+        (lambda: Linear([[1.0, 2.0]], 1.0), "Linear a\\[0\\] must be a number"),
+        (lambda: Quadratic([[1.0, 0.0]], None, 1.0), "Q must be square"),
+        (lambda: Quadratic([[1.0, math.nan], [math.nan, 1.0]], None, 1.0), "must be finite"),
+        (lambda: Quadratic([[1.0, 0.0], [0.0, 1.0]], [1.0], 1.0), "c has 1 entries"),
+        (lambda: Quadratic([[1.0, 0.0], [0.0, 1.0]], None, math.inf), "b must be finite"),
+        (lambda: Quadratic([[0.0, 1.0], [1.0, 0.0]], None, 1.0), "positive semi-definite"),
+        (lambda: TemporalRule("G(x0 <= 1)", enforce="yes"), "enforce must be True or False"),
+    ],
+)
+def test_constructors_reject_non_finite_and_mistyped_parameters(make, message):
+    with pytest.raises(ConfigError, match=message):
+        make()
+
+
+def test_constructors_still_take_numpy_numbers_and_open_ends():
+    assert Range(np.float32(0.5), np.int64(2)).bounds() == (0.5, 2.0)
+    assert Range(-math.inf, math.inf, channel=np.int64(1)).channel == (1,)
+    assert RateLimit(math.inf).delta == math.inf  # no limit: allowed
+    assert Linear(np.array([1.0, 2.0]), 1.0, equality=np.bool_(True)).equality is True
+
+
+finite_or_not = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [math.inf, -math.inf, math.nan, 0.0, -0.0]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(finite_or_not, finite_or_not, st.floats(-1e6, 1e6))
+def test_a_range_is_rejected_or_enforced(lo, hi, y):
+    """Any pair of floats makes a valid range or a KizzasiError; a valid one holds after
+    enforcement (the Range(inf, inf) bug returned y unchanged)."""
+    try:
+        rails = GuardrailSet().add(Range(lo, hi))
+    except KizzasiError:
+        assert math.isnan(lo) or math.isnan(hi) or lo > hi or lo == math.inf or hi == -math.inf
+        return
+    out, _ = rails.enforce(np.array([y]))
+    v = float(out[0])
+    tol = 1e-9  # the set's tolerance: relative to max(1, |bound|)
+    assert v >= lo - tol * max(1.0, abs(lo)) and v <= hi + tol * max(1.0, abs(hi))

@@ -113,3 +113,64 @@ def test_simplify_folds_constants():
     assert fm.simplify(parse("false U x0 < 1")) == parse("x0 < 1")
     assert fm.simplify(parse("X !false")) == fm.Const(True)
     assert fm.simplify(parse("x0 < 1 R false")) == fm.Const(False)
+
+
+NESTINGS = {
+    "next": lambda k: "X " * k + "x0 <= 1",
+    "not": lambda k: "!" * k + "x0 <= 1",
+    "parentheses": lambda k: "(" * k + "x0 <= 1" + ")" * k,
+    "until": lambda k: "x0 <= 1 U (" * k + "x0 <= 1" + ")" * k,
+    "implies": lambda k: "x0 <= 1 -> " * k + "x0 <= 1",
+    "once": lambda k: "O[0,2] " * k + "x0 <= 1",
+}
+
+
+@pytest.mark.parametrize("make", NESTINGS.values(), ids=NESTINGS.keys())
+def test_deep_nesting_is_a_clear_error_not_a_recursion_error(make):
+    from kizzasi_lite.logic import Monitor, TemporalRule
+
+    for build in (parse, Monitor, TemporalRule):
+        with pytest.raises(FormulaSyntaxError, match=f"more than {fm.MAX_DEPTH}"):
+            build(make(2000))
+
+
+@pytest.mark.parametrize("make", NESTINGS.values(), ids=NESTINGS.keys())
+def test_formulas_at_the_depth_limit_work_everywhere(make):
+    from kizzasi_lite.logic import GuardrailSet, Monitor, TemporalRule
+
+    k = max(k for k in range(fm.MAX_DEPTH + 2) if _parses(make(k)))
+    assert k >= fm.MAX_DEPTH - 2  # the limit counts nesting, not characters
+    f = parse(make(k))
+    assert parse(to_text(f)) == f
+    monitor = Monitor(f)
+    for _ in range(3):
+        monitor.update([0.5])
+    rails = GuardrailSet().add(TemporalRule(f, enforce=False))
+    rails.enforce([[0.5]])
+
+
+def _parses(text: str) -> bool:
+    try:
+        parse(text)
+    except FormulaSyntaxError:
+        return False
+    return True
+
+
+def test_deep_formula_trees_are_rejected_before_recursing():
+    from kizzasi_lite.logic import Monitor, TemporalRule
+
+    f = fm.Atom(0, "<=", 1.0)
+    for _ in range(5000):
+        f = fm.Next(f)
+    for use in (parse, to_text, Monitor, TemporalRule):
+        with pytest.raises(FormulaSyntaxError, match="nested 5001 levels deep"):
+            use(f)
+
+
+def test_iff_chains_are_limited_by_size_in_linear_time():
+    text = "x0 <= 1 <-> " * 20 + "x0 <= 1"  # 61 levels deep; written out: ~2**21 nodes
+    with pytest.raises(FormulaSyntaxError, match="nodes"):
+        parse(text)
+    with pytest.raises(FormulaSyntaxError, match="nodes"):
+        parse("O(" + text + ")")  # past operators walk their operand while parsing

@@ -288,3 +288,46 @@ def test_shield_and_priorities_on_every_backend(xp):
         assert report.unsatisfied == unsatisfied
         prev = out
     assert list(report.rules.values()) == [["undecided", "undecided"]]
+
+
+def test_enforce_takes_nested_lists_like_arrays():
+    rails = GuardrailSet().add([Range(0.0, 1.0), RateLimit(0.25)])
+    out, report = rails.enforce([0.5, 2.0])
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64
+    np.testing.assert_array_equal(out, [0.5, 1.0])
+    out, _ = rails.enforce([[2, -3]], previous=np.array([[0.5, 0.5]], dtype=np.float32))
+    np.testing.assert_allclose(out, [[0.75, 0.25]])
+    verdicts = GuardrailSet().add(TemporalRule("G(x0 <= 1)"), name="r").observe([[0.5]])
+    assert verdicts == {"r/rule[G(x0 <= 1.0)]": ["undecided"]}
+
+
+@pytest.mark.parametrize(
+    ("y", "message"),
+    [
+        ([[1.0, 2.0], [3.0]], "must be an array .* of shape \\(C,\\) or \\(B, C\\), got list"),
+        ("0.5, 2.0", "must be an array .* got str"),
+        (0.5, "must be an array .* got float"),
+        ({"x0": 1.0}, "must be an array .* got dict"),
+        ([], "with C >= 1"),
+        ([["a", "b"]], "real floating-point"),
+    ],
+)
+def test_enforce_rejects_what_is_not_an_array_of_numbers(y, message):
+    with pytest.raises(InputError, match=message):
+        GuardrailSet().add(Range(0.0, 1.0)).enforce(y)
+
+
+def test_check_channels_names_both_sizes():
+    rails = GuardrailSet().add(Linear([1.0, 1.0], 1.0), name="sum")
+    rails.check_channels(2)
+    with pytest.raises(ConfigError) as err:
+        rails.check_channels(3)
+    msg = str(err.value)
+    assert "3 channel(s)" in msg and "has 2 coefficients, predictions have 3 channels" in msg
+    with pytest.raises(ConfigError, match="reads channel 4, but predictions have 3 channels"):
+        GuardrailSet().add(Range(0.0, 1.0, channel=4)).check_channels(3)
+    with pytest.raises(ConfigError, match=r"x2, predictions have 2 channels"):
+        GuardrailSet().add(TemporalRule("G(x2 <= 1)")).check_channels(2)
+    with pytest.raises(ConfigError, match="n_channels must be a whole number >= 1"):
+        rails.check_channels(0)
+    GuardrailSet().add(Range(0.0, 1.0)).check_channels(5)  # every channel: any count fits

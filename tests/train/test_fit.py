@@ -48,6 +48,31 @@ def test_fit_rejects_bad_options_and_data():
         k.fit(np.zeros((100, 3)))
     with pytest.raises(InputError, match="finite"):
         k.fit(np.full((100, 2), np.nan))
+    for name in ("stride", "windows_per_stream"):
+        with pytest.raises(ConfigError, match=name):
+            k.fit(sine(), **{name: 0})
+    with pytest.raises(InputError, match="validation series has 1 sample"):
+        k.fit(sine(), val_series=sine()[:1])
+    before = {key: np.array(v) for key, v in k.params.items()}
+    with pytest.raises(InputError, match="shorter than window"):  # after the normalisation
+        k.fit(sine(T=40), window=64, val_fraction=0.0, verbose=False)
+    for key, v in k.params.items():  # a failed fit leaves the model as it was
+        np.testing.assert_array_equal(np.asarray(v), before[key])
+
+
+def test_every_epoch_trains_on_the_newest_samples():
+    # 1000 steps in streams of 4 windows of 128: 7 whole windows, so 3 would be left over
+    from kizzasi_lite.train.fit import _Task
+
+    k = small(input_dim=1)
+    k.params = {**k.params, "normalizer.mean": k.xp.asarray([0.0], dtype=k.xp.float32)}
+    task = _Task(k, "next_step", "mse", 128)
+    series = np.arange(1000.0)[:, None]
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        seen = np.concatenate([b.ravel() for b in task.batches([series], 8, 4, 1, rng)])
+        assert seen.max() == 999.0  # the last sample (normalizer std is 1: z = x)
+        assert len(np.unique(seen)) >= 1000 - 128  # all but at most the random offset
 
 
 def test_gaussian_head_samples_trajectories_with_temperature():
@@ -98,6 +123,11 @@ def test_online_update_adapts_with_bounded_memory():
         assert y.shape == (2,)
     assert k._online.data.shape == (64, 2)
     assert any(not np.array_equal(before[key], np.asarray(k.params[key])) for key in before)
+    state = {key: np.array(v) for key, v in k.state.items()}
+    with pytest.raises(InputError, match="one sample of one stream"):
+        k.update(x[:2])  # a batch: refused before it steps
+    for key, v in k.state.items():
+        np.testing.assert_array_equal(np.asarray(v), state[key])
 
 
 def test_scores_flag_an_injected_spike():
@@ -194,3 +224,44 @@ def test_forecast_highway_starts_at_its_least_squares_optimum(revin):
         return np.sqrt(sum(float(np.sum(np.asarray(g) ** 2)) for g in grads.values()))
 
     assert grad_norm(k.params) < 1e-5 * grad_norm(before)
+
+
+def test_a_constraint_aware_loss_trains_the_raw_predictions_inside():
+    from kizzasi_lite.logic import ConstraintAwareLoss, LessThan
+    from kizzasi_lite.train.losses import mse
+
+    x = sine(T=1500)
+    over = {}
+    for name, loss in (
+        ("mse", "mse"),
+        ("penalised", ConstraintAwareLoss(mse, LessThan(0.5, 0), 20.0)),
+    ):
+        k = small()
+        k.fit(x, epochs=4, batch_size=8, window=64, loss=loss, verbose=False)
+        y = k.forward(x[-300:])  # unguarded: the network's own predictions
+        over[name] = float(np.mean(np.maximum(y[:, 0] - 0.5, 0.0)))
+    assert over["penalised"] < 0.5 * over["mse"]
+    with pytest.raises(ConfigError, match="likelihood"):
+        small(head="gaussian").fit(x, loss=lambda p, t: mse(p, t))
+    with pytest.raises(ConfigError, match="callable"):
+        small().fit(x, loss="rmse")
+
+
+def test_a_step_whose_gradient_overflows_is_skipped(monkeypatch):
+    from kizzasi_lite.train import fit as fit_module
+
+    real, calls = fit_module._Task.gradient, []
+
+    def overflowing(self, keys, batch):
+        value, grads = real(self, keys, batch)
+        calls.append(1)
+        if len(calls) == 2:  # one step's gradient is inf
+            grads = {k: g * np.inf for k, g in grads.items()}
+        return value, grads
+
+    monkeypatch.setattr(fit_module._Task, "gradient", overflowing)
+    k = small()
+    history = k.fit(sine(), epochs=2, batch_size=4, window=32, verbose=False)
+    assert len(calls) > 2  # training went on after it, from finite weights
+    assert np.all(np.isfinite(history["train_loss"])) and np.all(np.isfinite(history["val_loss"]))
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in k.params.values())
