@@ -181,12 +181,7 @@ class Kizzasi:
         from kizzasi_lite.logic import as_guardrail_set
 
         gs = as_guardrail_set(guardrails)
-        need = gs._needed_channels() if gs.entries else 0
-        if need > self.config.output_dim:
-            raise ConfigError(
-                f"the guardrails refer to channel {need - 1}, but the model predicts "
-                f"{self.config.output_dim} channel(s)"
-            )
+        gs.check_channels(self.config.output_dim)  # a channel or a coefficient count that misfits
         gs.reset()
         self.guardrails, self._emitted = gs, None
 

@@ -53,6 +53,8 @@ def test_guardrails_on_missing_channels_or_infeasible_sets_are_rejected():
     k = model()
     with pytest.raises(ConfigError, match="channel 4"):
         k.set_guardrails(Range(0, 1, channel=4))
+    with pytest.raises(ConfigError, match="has 3 coefficients, predictions have 2"):
+        k.set_guardrails(Linear([1.0, 1.0, 1.0], 1.0))  # no channel list: one per channel
     with pytest.raises(GuardrailInfeasibleError):
         k.set_guardrails([Range(0, 1, channel=0), Linear([1.0, 0.0], 5.0, equality=True)])
 
