@@ -207,7 +207,7 @@ class Kizzasi:
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
             raise InputError(f"{what} must be finite; found {arr[bad]} at index {bad}")
         big = float(np.finfo(self.config.dtype).max)
-        if arr.size and np.max(np.abs(arr)) > big:
+        if arr.size and float(np.max(np.abs(arr))) > big:  # compared as Python floats
             bad = tuple(int(i) for i in np.argwhere(np.abs(arr) > big)[0])
             raise InputError(
                 f"{what} must fit in {self.config.dtype} (magnitude at most {big:.4g}); found "
