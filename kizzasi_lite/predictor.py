@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kizzasi_lite import heads
-from kizzasi_lite.backends import dtype_of, get_namespace, to_numpy
+from kizzasi_lite.backends import dtype_of, get_namespace, namespace, to_numpy
 from kizzasi_lite.backends.random import Generator
 from kizzasi_lite.config import KizzasiConfig
 from kizzasi_lite.errors import ConfigError, InputError, WeightsError
@@ -39,6 +39,17 @@ from kizzasi_lite.weights import (
 STATE_PREFIX = "state."
 TRAINING_NAME = "training.json"
 GUARDRAILS_NAME = "guardrails.json"
+
+
+def _guarded(rails: Any, seq: Any, previous: Any) -> tuple[Any, Any, Any]:
+    """``seq`` (B, T, D) guarded one step after the other (rate limits and temporal rules run in
+    time order) by ``rails``, whose rule history advances: the guarded (B, T, D), its last step
+    and the last report."""
+    outs, report = [], None
+    for t in range(seq.shape[1]):
+        previous, report = rails.enforce(seq[:, t, :], previous)
+        outs.append(previous)
+    return namespace(*outs).stack(outs, axis=1), previous, report
 
 
 class Kizzasi:
@@ -203,11 +214,12 @@ class Kizzasi:
             raise InputError(f"{what} must be a numeric array, got {type(x).__name__}") from exc
         if arr.dtype == np.bool_ or arr.dtype.kind not in "iuf":
             raise InputError(f"{what} must hold real numbers, got dtype {arr.dtype}")
-        if arr.size and not np.all(np.isfinite(arr)):
+        top = float(np.max(np.abs(arr))) if arr.size else 0.0  # one pass: NaN, inf and range
+        if not math.isfinite(top):
             bad = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
             raise InputError(f"{what} must be finite; found {arr[bad]} at index {bad}")
         big = float(np.finfo(self.config.dtype).max)
-        if arr.size and float(np.max(np.abs(arr))) > big:  # compared as Python floats
+        if top > big:
             bad = tuple(int(i) for i in np.argwhere(np.abs(arr) > big)[0])
             raise InputError(
                 f"{what} must fit in {self.config.dtype} (magnitude at most {big:.4g}); found "
@@ -311,18 +323,13 @@ class Kizzasi:
         xb, unbatched = self._input(xs, "xs", 2)
         mean, scale, state = self._sequence(xb, self._current_state(xb.shape[0]))
         self._finite(mean)
+        y = mean
         if self.guardrails is not None and mean.shape[1]:
-            # rate limits and temporal rules run in time order, on a fork of the rules'
-            # history: a step that cannot be guarded leaves the live history as it was
-            fork, outs, prev, report = self.guardrails.fork(), [], self._emitted, None
-            for t in range(mean.shape[1]):
-                prev, report = fork.enforce(mean[:, t, :], prev)
-                outs.append(to_numpy(prev))
+            # on a fork of the rules' history: a step that cannot be guarded leaves it as it was
+            fork = self.guardrails.fork()
+            y, self._emitted, self.last_report = _guarded(fork, mean, self._emitted)
             self.guardrails.adopt(fork)
-            self._emitted, self.last_report = prev, report
-            y = np.stack(outs, axis=1)
-        else:
-            y = to_numpy(mean)
+        y = to_numpy(y)
         if mean.shape[1]:
             last = None if scale is None else scale[:, -1, :]
             self._latest(mean[:, -1, :], last, unbatched)
@@ -422,13 +429,10 @@ class Kizzasi:
         z = heads.standardize(self.params, xb[:, xb.shape[1] - lb :, :])
         pred = heads.unstandardize(self.params, self._forecast_z(self.params, z)[:, :h, :])
         self._finite(pred)
-        if self.guardrails is not None:  # (B, h, D): one guarded step after the other
-            fork, prev, outs = self.guardrails.fork(), xb[:, -1, :], []
+        if self.guardrails is not None:  # a stream of its own, from the last observed sample
+            fork = self.guardrails.fork()
             fork.reset()
-            for t in range(h):
-                prev, _ = fork.enforce(pred[:, t, :], prev)
-                outs.append(prev)
-            pred = self.xp.stack(outs, axis=1)
+            pred = _guarded(fork, pred, xb[:, -1, :])[0]
         y = to_numpy(pred)
         return y[0] if unbatched else y
 

@@ -105,14 +105,8 @@ def _keys(data: Any, what: str, required: tuple, optional: tuple = ()) -> None:
     unknown = sorted(str(k) for k in data if k not in required and k not in optional)
     if missing or unknown:
         given = ", ".join(repr(str(k)) for k in data) or "none"
-        problem = "; ".join(
-            part
-            for part in (
-                f"missing {missing}" if missing else "",
-                f"unknown {unknown}" if unknown else "",
-            )
-            if part
-        )
+        parts = [f"missing {missing}"] * bool(missing) + [f"unknown {unknown}"] * bool(unknown)
+        problem = "; ".join(parts)
         raise ConfigError(f"{expected}; {problem} (keys given: {given})")
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +102,9 @@ def fit(
     normalisation statistics come from the training part only, unless the model was already
     trained (resuming keeps them).
     """
-    _check_options(model, objective, loss, epochs, batch_size, val_fraction)
-    for name, v in (("stride", stride), ("windows_per_stream", windows_per_stream)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+    counts = {"epochs": epochs, "batch_size": batch_size, "stride": stride,
+              "windows_per_stream": windows_per_stream}  # fmt: skip
+    _check_options(model, objective, loss, counts, val_fraction)
     data = as_series(model, series, columns)
     if val_series is not None:
         train, val = data, as_series(model, val_series, columns)
@@ -113,71 +113,65 @@ def fit(
     _check_validation(model, objective, val)
     before = model.params
     try:  # a fit that fails leaves the model as it was (normalisation included)
-        return _fit(model, train, val, objective, epochs, batch_size, window, windows_per_stream,
-                    stride, lr, weight_decay, clip, loss, patience, time_budget,
-                    max_steps_per_epoch, freeze, seed, verbose)  # fmt: skip
+        if not model.info.get("trained"):
+            _set_normalizer(model, train)
+            if objective == "forecast":
+                _init_highway(model, train, stride)
+        rng = np.random.default_rng(model.config.seed if seed is None else seed)
+        task = _Task(model, objective, loss, window or min(model.config.context_window, 128))
+        keys = [k for k in task.trainable_keys() if not k.startswith(tuple(freeze))]
+        opt = AdamW(lr=lr, weight_decay=weight_decay)
+        history: dict[str, list] = {
+            k: [] for k in ("epoch", "train_loss", "val_loss", "lr", "seconds")
+        }
+        start, step, bad_epochs = time.time(), 0, 0
+        # the starting point competes too: training never returns something worse on validation
+        best, best_params = (task.evaluate(val) if val else math.inf), dict(model.params)
+        total_steps = epochs * task.steps_per_epoch(train, batch_size, windows_per_stream, stride)
+        if max_steps_per_epoch:
+            total_steps = min(total_steps, epochs * max_steps_per_epoch)
+        warmup = max(1, total_steps // 20)
+        for epoch in range(1, epochs + 1):
+            bar = Progress(total_steps // epochs, f"epoch {epoch}/{epochs}", enabled=verbose)
+            t0, losses, done = time.time(), [], 0
+            for batch in task.batches(train, batch_size, windows_per_stream, stride, rng):
+                lr_now = cosine_schedule(step, total_steps, lr, warmup)
+                value, grads = task.gradient(keys, batch)
+                grads, norm = clip_by_global_norm(grads, clip)
+                if math.isfinite(value) and math.isfinite(norm):  # else skip a step that overflowed
+                    updated = opt.update({k: model.params[k] for k in keys}, grads, lr_now)
+                    model.params = {**model.params, **updated}
+                    losses.append(value)
+                step, done = step + 1, done + 1
+                bar.advance(loss=value, lr=lr_now)
+                out_of_time = time_budget is not None and time.time() - start > time_budget
+                if out_of_time or (max_steps_per_epoch and done >= max_steps_per_epoch):
+                    break
+            train_loss = float(np.mean(losses)) if losses else math.nan
+            val_loss = task.evaluate(val) if val else train_loss
+            for k, v in zip(
+                history, (epoch, train_loss, val_loss, lr_now, time.time() - t0), strict=True
+            ):
+                history[k].append(v)
+            bar.close(train=train_loss, val=val_loss)
+            if val_loss < best - 1e-9:
+                best, best_params, bad_epochs = val_loss, dict(model.params), 0
+            else:
+                bad_epochs += 1
+            if bad_epochs >= patience or (
+                time_budget is not None and time.time() - start > time_budget
+            ):
+                break
+        model.params = best_params
+        model.reset()
+        _record(model, history, objective, val, task)
+        return history
     except Exception:
         model.params = before
         raise
 
 
-def _fit(model, train, val, objective, epochs, batch_size, window, windows_per_stream, stride,
-         lr, weight_decay, clip, loss, patience, time_budget, max_steps_per_epoch, freeze, seed,
-         verbose) -> dict[str, list]:  # fmt: skip
-    if not model.info.get("trained"):
-        _set_normalizer(model, train)
-        if objective == "forecast":
-            _init_highway(model, train, stride)
-    rng = np.random.default_rng(model.config.seed if seed is None else seed)
-    task = _Task(model, objective, loss, window or min(model.config.context_window, 128))
-    keys = [k for k in task.trainable_keys() if not k.startswith(tuple(freeze))]
-    opt = AdamW(lr=lr, weight_decay=weight_decay)
-    history: dict[str, list] = {k: [] for k in ("epoch", "train_loss", "val_loss", "lr", "seconds")}
-    start, step, bad_epochs = time.time(), 0, 0
-    # the starting point competes too: training never returns something worse on validation
-    best, best_params = (task.evaluate(val) if val else math.inf), dict(model.params)
-    total_steps = epochs * task.steps_per_epoch(train, batch_size, windows_per_stream, stride)
-    if max_steps_per_epoch:
-        total_steps = min(total_steps, epochs * max_steps_per_epoch)
-    warmup = max(1, total_steps // 20)
-    for epoch in range(1, epochs + 1):
-        bar = Progress(total_steps // epochs, f"epoch {epoch}/{epochs}", enabled=verbose)
-        t0, losses, done = time.time(), [], 0
-        for batch in task.batches(train, batch_size, windows_per_stream, stride, rng):
-            lr_now = cosine_schedule(step, total_steps, lr, warmup)
-            value, grads = task.gradient(keys, batch)
-            grads, norm = clip_by_global_norm(grads, clip)
-            if math.isfinite(value) and math.isfinite(norm):  # else skip a step that overflowed
-                updated = opt.update({k: model.params[k] for k in keys}, grads, lr_now)
-                model.params = {**model.params, **updated}
-                losses.append(value)
-            step, done = step + 1, done + 1
-            bar.advance(loss=value, lr=lr_now)
-            out_of_time = time_budget is not None and time.time() - start > time_budget
-            if out_of_time or (max_steps_per_epoch and done >= max_steps_per_epoch):
-                break
-        train_loss = float(np.mean(losses)) if losses else math.nan
-        val_loss = task.evaluate(val) if val else train_loss
-        for k, v in zip(
-            history, (epoch, train_loss, val_loss, lr_now, time.time() - t0), strict=True
-        ):
-            history[k].append(v)
-        bar.close(train=train_loss, val=val_loss)
-        if val_loss < best - 1e-9:
-            best, best_params, bad_epochs = val_loss, dict(model.params), 0
-        else:
-            bad_epochs += 1
-        if bad_epochs >= patience or (
-            time_budget is not None and time.time() - start > time_budget
-        ):
-            break
-    model.params = best_params
-    model.reset()
-    _record(model, history, objective, val, task)
-    return history
-
-
-def _check_options(model, objective, loss, epochs, batch_size, val_fraction) -> None:
+def _check_options(model, objective, loss, counts: dict, val_fraction) -> None:
     if objective not in ("next_step", "forecast"):
         raise ConfigError(f"objective must be 'next_step' or 'forecast', got {objective!r}")
     if objective == "forecast" and not model.config.forecast_horizon:
@@ -190,7 +184,7 @@ def _check_options(model, objective, loss, epochs, batch_size, val_fraction) -> 
         raise ConfigError(f"loss must be one of {sorted(LOSSES)} or a callable, got {loss!r}")
     if callable(loss) and model.gaussian and objective == "next_step":
         raise ConfigError("the Gaussian head trains by its likelihood: a loss cannot be given")
-    for name, v in (("epochs", epochs), ("batch_size", batch_size)):
+    for name, v in counts.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"{name} must be a positive integer, got {v!r}")
     if not 0.0 <= val_fraction < 1.0:
@@ -413,19 +407,9 @@ class _Task:
         """Validation loss: next-step MSE in z units (NLL for the Gaussian head), forecast MSE,
         or the user's loss (its own units) where one was given."""
         m = self.model
-        if self.objective == "forecast" and not callable(self.loss):
-            return forecast_mse(m, val, batch=batch)
         if self.objective == "forecast":
-            c = m.config
-            win = [self._z(s)[t : t + c.forecast_lookback + c.forecast_horizon] for s in val
-                   for t in range(0, len(s) - c.forecast_lookback - c.forecast_horizon + 1)]  # fmt: skip
-            total = 0.0
-            for a in range(0, len(win), batch):
-                xb = m._to_backend(np.stack(win[a : a + batch]))
-                pred = m._forecast_z(m.params, xb[:, : c.forecast_lookback, :])
-                part = self.task_loss(m.params, pred, xb[:, c.forecast_lookback :, :])
-                total += float(_np(part)) * xb.shape[0]
-            return total / len(win)
+            user = partial(self.task_loss, m.params) if callable(self.loss) else None
+            return forecast_mse(m, val, batch=batch, loss=user)
         total, count = 0.0, 0
         for s in val:
             xb = m._to_backend(self._z(s)[None])
@@ -444,9 +428,11 @@ class _Task:
 
 
 def forecast_mse(
-    model: Any, series: list[np.ndarray], *, batch: int = 256, stride: int = 1
-) -> float:
-    """Mean squared error (z units) of :meth:`forecast` over every window of ``series``."""
+    model: Any, series: list[np.ndarray], *, batch: int = 256, stride: int = 1,
+    loss: Callable[[Any, Any], Any] | None = None,
+) -> float:  # fmt: skip
+    """Mean squared error (z units) of :meth:`forecast` over every window of ``series``; or,
+    with ``loss(pred_z, target_z) -> mean``, that loss averaged over the windows."""
     c = model.config
     lb, h = c.forecast_lookback, c.forecast_horizon
     total, count = 0.0, 0
@@ -457,6 +443,10 @@ def forecast_mse(
             win = np.stack([z[t : t + lb + h] for t in starts[a : a + batch]])  # (b, lb+h, D)
             xb = model._to_backend(win)
             pred = model._forecast_z(model.params, xb[:, :lb, :])
+            if loss is not None:
+                total += float(_np(loss(pred, xb[:, lb:, :]))) * len(win)
+                count += len(win)
+                continue
             err = _np(pred) - win[:, lb:, :]
             total += float(np.sum(err * err))
             count += err.size
