@@ -112,6 +112,15 @@ def compile_entries(entries: list[Entry], C: int) -> Compiled:
     return out
 
 
+def _t_cap(w: list[float], ct: list[float]) -> float:
+    """:class:`Quad`'s ``t_cap`` from its eigenvalues ``w`` and ``ct = V^T c``: where ``c`` has
+    no part along a zero eigenvalue the quadratic is bounded below, and past ``1e20 / min(w > 0)``
+    the projection's point is within ``5e-21`` of its distance from the minimiser."""
+    if any(wi == 0.0 and ci != 0.0 for wi, ci in zip(w, ct, strict=True)) or max(w) <= 0.0:
+        return math.inf
+    return 1e20 / min(wi for wi in w if wi > 0.0)
+
+
 def arrays(comp: Compiled, xp: Any, dtype: Any) -> dict:
     """The device arrays of ``comp`` on backend ``xp`` in ``dtype`` (cached)."""
     key = (id(xp), str(dtype))
@@ -139,6 +148,7 @@ def arrays(comp: Compiled, xp: Any, dtype: Any) -> dict:
                 w=xp.asarray(w, dtype=dtype),
                 ct=xp.asarray(ct, dtype=dtype),
                 positive=min(w) > 0.0,
+                t_cap=_t_cap(w, ct),
             )
         )
     out["quads"] = quads

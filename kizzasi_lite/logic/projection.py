@@ -51,6 +51,9 @@ class Quad:
 
     ``V`` (C, C) holds the eigenvectors of ``Q`` as columns, ``w`` (C,) its eigenvalues (>= 0),
     ``ct = V^T c`` (C,). ``positive``: every eigenvalue > 0 (the set is a bounded ellipsoid).
+    ``t_cap``: where ``x'Qx + c.x`` is bounded below, the multiplier of :func:`project_quad`
+    beyond which its point no longer moves (it is then the minimiser, to float64 precision);
+    ``inf`` where it is unbounded below.
     """
 
     Q: Any
@@ -59,6 +62,7 @@ class Quad:
     w: Any
     ct: Any
     positive: bool = False  # Q positive definite (the set is a bounded ellipsoid)
+    t_cap: float = math.inf
 
 
 @dataclass
@@ -198,6 +202,9 @@ def project_quad(xp: Any, w: Any, qd: Quad, b: Any, *, max_newton: int = 100) ->
     In the eigenbasis ``z = V^T w`` the projection is ``x~_i(t) = (z_i - t c~_i) / (1 + 2 t w_i)``
     with ``t >= 0`` the root of ``g(t) = Σ w_i x~_i^2 + c~_i x~_i - b``, which is convex and
     decreasing, so Newton's method from ``t = 0`` increases monotonically to the root.
+    Where rounding leaves no root (``g`` above 0 even at the minimiser: a set smaller than its
+    data's float64 resolution), ``t`` stops at ``qd.t_cap`` and the row is the minimiser, the
+    point that violates the set least.
     """
     bf = _finite(xp, b)  # (B, 1)
     z = xp.matmul(w, qd.V)  # (B, C): coordinates in the eigenbasis
@@ -207,15 +214,16 @@ def project_quad(xp: Any, w: Any, qd: Quad, b: Any, *, max_newton: int = 100) ->
     if bool(xp.all(inside)):
         return w
     lead = 2.0 * wv * z + ct  # (B, C)
-    lead2 = lead * lead
     t = xp.zeros_like(bf)  # (B, 1)
     scale = xp.maximum(xp.abs(bf), 1.0) * 1e-15
     for it in range(max_newton):
         den = 1.0 + 2.0 * t * wv  # (B, C)
         xt = (z - t * ct) / den
         g = xp.sum(wv * xt * xt + ct * xt, axis=-1, keepdims=True) - bf  # (B, 1)
-        dg = -xp.sum(lead2 / (den * den * den), axis=-1, keepdims=True)  # (B, 1) < 0
-        t_new = xp.where(inside, 0.0, xp.maximum(t - g / xp.where(dg < 0.0, dg, -1.0), t))
+        slope = lead / den
+        dg = -xp.sum(slope * slope / den, axis=-1, keepdims=True)  # (B, 1) < 0
+        t_new = xp.maximum(t - g / xp.where(dg < 0.0, dg, -1.0), t)
+        t_new = xp.where(inside, 0.0, xp.minimum(t_new, qd.t_cap))
         if it % 4 == 3 and bool(xp.all((xp.abs(g) <= scale) | (t_new == t))):
             t = t_new
             break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -315,3 +316,40 @@ def test_infeasible_ball_and_half_space_are_detected():
     ball = Quadratic(np.eye(2).tolist(), None, 1.0)
     with pytest.raises(GuardrailInfeasibleError, match="quadratic.*linear|linear.*quadratic"):
         GuardrailSet().add([ball, Linear([-1.0, 0.0], -2.0)])
+
+
+def test_a_set_below_float64_resolution_projects_to_its_minimiser_without_overflow():
+    """A ball ~1e-6 wide, 360 from the origin, whose data leave it empty once rounded: ``g(t)``
+    stays above 0, so Newton's ``t`` grew to inf (overflow, then NaN rows for 100 iterations)."""
+    from kizzasi_lite.logic.compiled import _t_cap
+    from kizzasi_lite.logic.projection import Quad, project_quad
+
+    ct = [721.27345381, 721.27345381]  # x'x + ct.x: its minimiser is -ct / 2
+    qd = Quad(
+        Q=np.eye(2), c=np.array(ct), V=np.eye(2), w=np.ones(2), ct=np.array(ct), positive=True,
+        t_cap=_t_cap([1.0, 1.0], ct),
+    )  # fmt: skip
+    w = np.array([[-360.63672567, -360.63672567]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow or invalid-value warning
+        x = project_quad(np, w, qd, np.array([[-260117.69807195]]))
+    np.testing.assert_allclose(x, [[-ct[0] / 2, -ct[1] / 2]], rtol=1e-15)
+    assert _t_cap([1.0, 0.0], [1.0, 2.0]) == math.inf  # unbounded below along w = 0
+    assert _t_cap([1.0, 0.0], [1.0, 0.0]) == 1e20
+
+
+def test_a_ball_narrower_than_float32_is_refused_without_warnings():
+    """The property test's slowest case (tests/logic/test_rounding.py): it took ~4 s in NaN rows."""
+    center, size = -360.63672743467, 10.0**-8.312430558449936 * 361.63672743467
+    mid = np.full(2, center) + 0.3 * size
+    rails = GuardrailSet(max_iter=300).add(
+        [
+            Range(center - size, center + size),
+            Quadratic(np.eye(2).tolist(), (-2.0 * mid).tolist(), float(2 * size**2 - mid @ mid)),
+        ]
+    )
+    y = (np.full(2, center) + 1.035 * size * np.arange(1, 3)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(GuardrailInfeasibleError, match="no float32 value"):
+            rails.enforce(y)
