@@ -334,8 +334,9 @@ def enforce(rails: GuardrailSet, y: Any, previous: Any, *, advance: bool = True)
     results = {b: (sol, b, choice[b]) for b in range(B)}
     for b in [i for i, s in enumerate(sol.status) if s == "infeasible"]:
         sub, b_choice, skip = _resolve(
-            rails, comp, xp, work, y64, p64, prev_rows, per_rule, b, margin, Y.dtype
-        )
+            rails, comp, xp, work, y64, p64, prev_rows, per_rule, b, margin, Y.dtype,
+            (sol, b, choice[b]),
+        )  # fmt: skip
         skips[b] = skip
         pick = xp.asarray([i == b for i in range(B)])[:, None]
         x = xp.where(pick, xp.broadcast_to(sub.x, (B, C)), x)
@@ -356,26 +357,32 @@ def enforce(rails: GuardrailSet, y: Any, previous: Any, *, advance: bool = True)
     return (out[0, :] if single else out), report
 
 
-def _resolve(rails, comp, xp, work, y64, p64, prev_rows, per_rule, b, margin, out_dtype):
+def _resolve(rails, comp, xp, work, y64, p64, prev_rows, per_rule, b, margin, out_dtype, first):
     """One infeasible stream under the policy: raise, or leave out the lowest-priority
-    constraint of each conflict until the rest is feasible."""
+    constraint of each conflict until the rest is feasible. ``first``: ``(sol, row, choice)``,
+    the stream's infeasible solution in the batch, whose conflict is read without solving the
+    same problem again."""
     y_b = y64[b : b + 1, :]
     p_b = None if p64 is None else p64[b : b + 1, :]
     prev_row = None if prev_rows is None else prev_rows[b]
     skip: set[int] = set()
+    sol, row, k = first
     for _ in range(len(rails.entries) + 1):
-        alts = None if per_rule is None else [_combos(per_rule[b], skip, comp.C)]
-        sol, choice = _solve(rails, comp, xp, work, y_b, p_b, alts, skip, margin, out_dtype)
-        if sol.status[0] != "infeasible":
-            return sol, choice[0], skip
-        rule_boxes = alts[0][choice[0]][1] if alts and alts[0] else {}
+        alts = None if per_rule is None else _combos(per_rule[b], skip, comp.C)
+        if skip:  # the problem without the constraints left out so far
+            one = None if alts is None else [alts]
+            sol, choice = _solve(rails, comp, xp, work, y_b, p_b, one, skip, margin, out_dtype)
+            row, k = 0, choice[0]
+            if sol.status[0] != "infeasible":
+                return sol, k, skip
+        rule_boxes = alts[k][1] if alts else {}
         rules_b = (
             None if per_rule is None else {i: v for i, v in per_rule[b].items() if i not in skip}
         )
-        conflict = _conflict(rails, comp, sol, 0, prev_row, rule_boxes, skip, rules_b)
+        conflict = _conflict(rails, comp, sol, row, prev_row, rule_boxes, skip, rules_b)
         conflict = _minimal(rails, comp, xp, work, y_b, p_b, conflict, margin, out_dtype)
         names = [rails.entries[e].name for e in conflict]
-        rounding = (sol.conflicts[0] or {}).get("rounding")
+        rounding = (sol.conflicts[row] or {}).get("rounding")
         if rails.policy == "raise":
             raise GuardrailInfeasibleError(_message(rails, names, b, rounding))
         left = [e for e in conflict if e not in skip]

@@ -419,6 +419,7 @@ class GuardrailSet:
             "version": FORMAT_VERSION,
             "policy": self.policy,
             "tolerance": self.tolerance,
+            "max_iter": self.max_iter,
             "guardrails": [{"priority": p, **g.to_dict()} for g, p in self.groups],
         }
 
@@ -439,14 +440,16 @@ class GuardrailSet:
                     f"guardrails format version {version!r} is not supported "
                     f"(this version reads {FORMAT_VERSION})"
                 )
-        _keys(data, "a guardrails file", _TOP_KEYS)
+        _keys(data, "a guardrails file", _TOP_KEYS, ("max_iter",))
         groups = data["guardrails"]
         if not isinstance(groups, list):
             raise ConfigError(
                 "'guardrails' is a list of guardrail objects "
                 f"{{'name', 'priority', 'constraints'}}, got {type(groups).__name__} {groups!r}"
             )
-        out = cls(policy=data["policy"], tolerance=data["tolerance"])
+        out = cls(
+            policy=data["policy"], tolerance=data["tolerance"], max_iter=data.get("max_iter", 4000)
+        )
         for i, g in enumerate(groups):
             _keys(g, f"guardrails[{i}]", ("name", "priority", "constraints"))
             priority = g["priority"]
@@ -474,6 +477,8 @@ class GuardrailSet:
             version     1
             policy      "raise" or "prioritize"
             tolerance   a number in (0, 1e-3), e.g. 1e-9 (the relative violation allowed)
+            max_iter    optional: the solver's iterations per projection, a whole number >= 1
+                        (4000 when left out)
             guardrails  a list, in the order they are added, of objects with exactly the keys
                         name (non-empty string without "/", unique), priority (an integer;
                         higher wins under "prioritize") and constraints (a list of objects)

@@ -209,6 +209,16 @@ def test_json_round_trip_is_exact(tmp_path):
         GuardrailSet.from_dict({"format": "other"})
 
 
+def test_the_solver_budget_is_saved_and_optional_in_the_file():
+    rails = GuardrailSet(max_iter=300).add(Range(0.0, 1.0))
+    assert GuardrailSet.from_json(rails.to_json()).max_iter == 300
+    doc = rails.to_dict()
+    del doc["max_iter"]  # files written before it was saved
+    assert GuardrailSet.from_dict(doc).max_iter == 4000
+    with pytest.raises(ConfigError, match=r"max_iter must be a whole number >= 1, got 2\.5"):
+        GuardrailSet.from_dict({**doc, "max_iter": 2.5})
+
+
 def test_guardrail_validation():
     with pytest.raises(ConfigError, match="name"):
         Guardrail("a/b", ())
