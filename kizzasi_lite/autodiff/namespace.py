@@ -220,10 +220,17 @@ class AutodiffNamespace:
         )
 
     def clip(self, x, /, min=None, max=None):
-        xp, xv = self.base, _val(x)
-        out = xp.clip(xv, min=_val(min), max=_val(max))
+        xp, xv, lo, hi = self.base, _val(x), _val(min), _val(max)
+        out = xp.clip(xv, min=lo, max=hi)
         inside = out == xv
-        return self._node(out, [(x, lambda g: xp.where(inside, g, 0.0))])
+        pairs = [(x, lambda g: self._unbroadcast(xp.where(inside, g, 0.0), self._shape(x)))]
+        for bound, value in ((min, lo), (max, hi)):  # a bound the output took: its gradient
+            if isinstance(bound, Tensor):
+                took = xp.logical_and(out == value, xp.logical_not(inside))
+                shape = self._shape(bound)
+                vjp = lambda g, t=took, s=shape: self._unbroadcast(xp.where(t, g, 0.0), s)  # noqa: E731
+                pairs.append((bound, vjp))
+        return self._node(out, pairs)
 
     def _unary(self, x, fn, dfn):
         xv = _val(x)

@@ -51,7 +51,7 @@ def score(model: Any, series: Any) -> dict[str, np.ndarray]:
     sig = _sigma_z(model, None if scale is None else scale[0, ...], len(x))
     sig = np.concatenate([sig[:1], sig[:-1]]) if scale is not None else sig
     s, nll = _scores((x - pred) / _std(model), sig)
-    s[0], nll[0] = 0.0, 0.0
+    s[:1], nll[:1] = 0.0, 0.0  # step 0 (none in an empty series)
     return {"score": s, "nll": nll, "prediction": pred, "sigma": sig * _std(model)}
 
 

@@ -48,6 +48,15 @@ def check_positive_int(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
+def check_numbers(cfg: Any, *names: str) -> None:
+    """Raise ConfigError naming the first of ``names`` whose value on ``cfg`` is not a real
+    number (an int or float, not a bool), before a range check compares it."""
+    for name in names:
+        v = getattr(cfg, name)
+        if not isinstance(v, int | float) or isinstance(v, bool):
+            raise ConfigError(f"{name} must be a number, got {v!r}")
+
+
 def check_sizes(cfg: Any, numbers: tuple[str, ...] = ()) -> None:
     """Every field of ``cfg`` a positive integer, except ``numbers``: positive numbers."""
     for f in fields(cfg):
@@ -115,11 +124,15 @@ def count_layers(tensors: dict[str, Any]) -> int:
     return len(ids)
 
 
-def need(tensors: dict[str, Any], key: str) -> Any:
-    """``tensors[key]``, or WeightsError naming the missing key."""
+def need(tensors: dict[str, Any], key: str, ndim: int | None = None) -> Any:
+    """``tensors[key]``, or WeightsError naming the missing key, or (``ndim`` given) the key
+    whose tensor has not ``ndim`` axes, before its sizes are read."""
     if key not in tensors:
         raise WeightsError(f"checkpoint is missing {key!r}")
-    return tensors[key]
+    t = tensors[key]
+    if ndim is not None and len(t.shape) != ndim:
+        raise WeightsError(f"{key!r} has shape {tuple(t.shape)}, expected {ndim} axes")
+    return t
 
 
 def select_params(
@@ -151,13 +164,22 @@ def select_params(
     return out
 
 
+def _as_int(value: Any) -> int | None:
+    """``int(value)`` (a number or a numeric string), or None where it is not one."""
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def merge_found(config_json: dict | None, found: dict[str, int]) -> dict[str, Any]:
     """config.json with the integer sizes ``found`` in the tensors; where it states one, they
     must agree (else WeightsError naming the field)."""
     d = dict(config_json or {})
     for name, value in found.items():
-        if name in d and int(d[name]) != int(value):
-            raise WeightsError(f"config.json says {name}={d[name]} but the weights have {value}")
+        said = d.get(name, value)
+        if isinstance(said, bool) or _as_int(said) != int(value):  # "abc", None: never agree
+            raise WeightsError(f"config.json says {name}={said!r} but the weights have {value}")
         d[name] = int(value)
     return d
 
@@ -168,6 +190,7 @@ def merge_found(config_json: dict | None, found: dict[str, int]) -> dict[str, An
 
 def check_mamba_common(cfg: Any) -> None:
     """Checks of the fields both Mamba configs share."""
+    check_numbers(cfg, "layer_norm_epsilon", "time_step_min", "time_step_max", "time_step_floor")
     if cfg.hidden_act != "silu":
         raise ConfigError(f"hidden_act must be 'silu', got {cfg.hidden_act!r}")
     if not cfg.layer_norm_epsilon > 0:

@@ -542,17 +542,17 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
     Raises WeightsError when config.json contradicts the tensors.
     """
     t = strip_prefix(tensors)
-    in_proj = need(t, "layers.0.mixer.in_proj.weight")
+    in_proj = need(t, "layers.0.mixer.in_proj.weight", 2)
     hidden, di = int(in_proj.shape[1]), int(in_proj.shape[0]) // 2
     if di % hidden:
         raise WeightsError(f"in_proj gives d_inner={di}, not a multiple of hidden_size={hidden}")
-    dt_w = need(t, "layers.0.mixer.dt_proj.weight")
+    dt_w = need(t, "layers.0.mixer.dt_proj.weight", 2)
     inferred = {
         "hidden_size": hidden,
         "expand": di // hidden,
-        "state_size": int(need(t, "layers.0.mixer.A_log").shape[1]),
+        "state_size": int(need(t, "layers.0.mixer.A_log", 2).shape[1]),
         "num_hidden_layers": count_layers(t),
-        "conv_kernel": int(need(t, "layers.0.mixer.conv1d.weight").shape[-1]),
+        "conv_kernel": int(need(t, "layers.0.mixer.conv1d.weight", 3).shape[-1]),
         "time_step_rank": int(dt_w.shape[1]),
         "use_bias": "layers.0.mixer.in_proj.bias" in t,
         "use_conv_bias": "layers.0.mixer.conv1d.bias" in t,

@@ -72,6 +72,7 @@ from kizzasi_lite.models._common import (
     hf_names,
     in_stream_blocks,
     inverse_softplus_dt,
+    is_positive_int,
     known_fields,
     merge_checked,
     need,
@@ -160,7 +161,7 @@ class Config(DictConfig):
                 f"num_heads * head_dim ({self.d_ssm}) must not exceed expand * hidden_size "
                 f"({self.intermediate_size})"
             )
-        limit = tuple(_json_float(v) for v in self.time_step_limit)
+        limit = _json_pair(self.time_step_limit)
         if len(limit) != 2 or not 0.0 <= limit[0] <= limit[1]:
             raise ConfigError(
                 f"time_step_limit must be (low, high) with 0 <= low <= high, got {limit!r}"
@@ -198,8 +199,15 @@ class Config(DictConfig):
         """Build from a dict such as a Hugging Face config.json; unknown keys are ignored."""
         kw = known_fields(cls, d)
         if "time_step_limit" in kw:
-            kw["time_step_limit"] = tuple(_json_float(v) for v in kw["time_step_limit"])
+            kw["time_step_limit"] = _json_pair(kw["time_step_limit"])
         return cls(**kw)
+
+
+def _json_pair(v: Any) -> tuple[float, ...]:
+    """``time_step_limit`` from config.json: a list or tuple of :func:`_json_float` numbers."""
+    if not isinstance(v, list | tuple):
+        raise ConfigError(f"time_step_limit must be (low, high), got {v!r}")
+    return tuple(_json_float(u) for u in v)
 
 
 def _json_float(v: Any) -> float:
@@ -443,7 +451,7 @@ def ssd_factored(
     check_numpy_backed("ssd_factored", x, dt, a, bm, cm, h0)
     xp = namespace(x)
     bsz, t, h, p = x.shape
-    if t == 0:
+    if t == 0 or bsz == 0:  # nothing to scan (and no maximum of an empty batch's decays)
         return ssd_chunked(x, dt, a, bm, cm, h0, chunk, skip)
     g, n = bm.shape[2], bm.shape[3]
     r, rp, q, nc = h // g, h // g * p, chunk, -(-t // chunk)
@@ -952,11 +960,11 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
     ``state_size = 128`` (the default of both references) is assumed.
     """
     t = strip_prefix(tensors)
-    in_proj = need(t, "layers.0.mixer.in_proj.weight")
+    in_proj = need(t, "layers.0.mixer.in_proj.weight", 2)
     hidden, d_proj = int(in_proj.shape[1]), int(in_proj.shape[0])
-    heads = int(need(t, "layers.0.mixer.A_log").shape[0])
-    d_ssm = int(need(t, "layers.0.mixer.norm.weight").shape[0])
-    conv_w = need(t, "layers.0.mixer.conv1d.weight")
+    heads = int(need(t, "layers.0.mixer.A_log", 1).shape[0])
+    d_ssm = int(need(t, "layers.0.mixer.norm.weight", 1).shape[0])
+    conv_w = need(t, "layers.0.mixer.conv1d.weight", 3)
     gn = (int(conv_w.shape[0]) - d_ssm) // 2
     d_inner = (d_proj - 2 * gn - heads) // 2
     if d_ssm % heads or d_inner % hidden:
@@ -965,10 +973,15 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
             f"d_inner={d_inner}, hidden_size={hidden}"
         )
     declared = hf_names(config_json)
+    for name in ("state_size", "n_groups"):
+        if name in declared and not is_positive_int(declared[name]):
+            raise WeightsError(
+                f"config.json: {name} must be a positive integer, got {declared[name]!r}"
+            )
     if "state_size" in declared:
-        n = int(declared["state_size"])
+        n = declared["state_size"]
     elif "n_groups" in declared:
-        n = gn // int(declared["n_groups"])
+        n = gn // declared["n_groups"]
     else:
         n = _DEFAULT_STATE_SIZE
     if n < 1 or gn % n:

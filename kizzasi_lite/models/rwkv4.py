@@ -50,6 +50,7 @@ from kizzasi_lite.models._common import (
     check_sizes,
     find_prefix,
     known_fields,
+    merge_found,
     resolve_dtype,
     scan_operation,
     scan_path,
@@ -429,13 +430,17 @@ def _prefix(tensors: dict[str, Any]) -> str:
 
 
 def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = None) -> Config:
-    """The config from transformers' config.json where given, else from the tensor shapes."""
+    """The sizes from the tensor shapes (config.json must agree: ``WeightsError`` names the
+    field), the rest from transformers' config.json where given."""
     pre = _prefix(tensors)
 
-    def shape(name: str) -> tuple[int, ...]:
+    def shape(name: str, ndim: int = 1) -> tuple[int, ...]:  # at least ndim axes
         if pre + name not in tensors:
             raise WeightsError(f"missing tensor {pre + name!r}: cannot infer the RWKV-4 config")
-        return tuple(tensors[pre + name].shape)
+        got = tuple(tensors[pre + name].shape)
+        if len(got) < ndim:
+            raise WeightsError(f"{pre + name!r} has shape {got}, expected at least {ndim} axes")
+        return got
 
     layers = {int(k[len(pre) :].split(".")[1]) for k in tensors if k.startswith(pre + "blocks.")}
     inferred = {
@@ -445,7 +450,7 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
         "intermediate_size": shape("blocks.0.feed_forward.key.weight")[0],
     }
     given = {k: v for k, v in (config_json or {}).items() if v is not None}
-    return Config.from_dict({**inferred, **given})
+    return Config.from_dict(merge_found(given, inferred))  # config.json must agree
 
 
 def params_from_checkpoint(tensors: dict[str, Any], cfg: Config) -> dict[str, Any]:

@@ -480,10 +480,13 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
     """Infer the sizes from the tensor shapes (as the ``rwkv`` package does)."""
     pre = _prefix(tensors)
 
-    def shape(name: str) -> tuple[int, ...]:
+    def shape(name: str, ndim: int = 1) -> tuple[int, ...]:  # at least ndim axes
         if pre + name not in tensors:
             raise WeightsError(f"missing tensor {pre + name!r}: cannot infer the RWKV-6 config")
-        return tuple(tensors[pre + name].shape)
+        got = tuple(tensors[pre + name].shape)
+        if len(got) < ndim:
+            raise WeightsError(f"{pre + name!r} has shape {got}, expected at least {ndim} axes")
+        return got
 
     layers = {int(k[len(pre) :].split(".")[1]) for k in tensors if k.startswith(pre + "blocks.")}
     extra = {k: v for k, v in (config_json or {}).items() if k in ("head_size_divisor",)}
@@ -498,8 +501,8 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
         head_size=shape("blocks.0.att.time_faaaa")[-1],
         dim_att=shape("blocks.0.att.key.weight")[0],
         dim_ffn=shape("blocks.0.ffn.key.weight")[0],
-        time_mix_extra_dim=shape("blocks.0.att.time_maa_w2")[1],
-        time_decay_extra_dim=shape("blocks.0.att.time_decay_w1")[1],
+        time_mix_extra_dim=shape("blocks.0.att.time_maa_w2", 2)[1],
+        time_decay_extra_dim=shape("blocks.0.att.time_decay_w1", 2)[1],
         **extra,
     )
 

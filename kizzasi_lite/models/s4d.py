@@ -50,9 +50,11 @@ from kizzasi_lite.backends import namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
+    check_numbers,
     check_positive_int,
     find_prefix,
     merge_found,
+    need,
     prepared,
     resolve_dtype,
     select_params,
@@ -84,6 +86,7 @@ class Config(DictConfig):
     def __post_init__(self) -> None:
         for name in ("d_model", "d_state", "n_layer", "chunk_size"):
             check_positive_int(name, getattr(self, name))
+        check_numbers(self, "dt_min", "dt_max", "layer_norm_epsilon")
         if self.d_state % 2:
             raise ConfigError(f"d_state must be even (N/2 complex modes), got {self.d_state}")
         if not 0.0 < self.dt_min <= self.dt_max:
@@ -481,13 +484,13 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
     Raises ``WeightsError`` when ``config_json`` disagrees with the shapes.
     """
     pre = _prefix(tensors)
-    d_model = int(tensors[pre + "norm_f.weight"].shape[0])
+    d_model = int(need(tensors, pre + "norm_f.weight", 1).shape[0])
     n_layer = 0
     while f"{pre}layers.{n_layer}.kernel.C" in tensors:
         n_layer += 1
     if n_layer == 0:
         raise WeightsError(f"checkpoint has no '{pre}layers.0.kernel.C' (expected (H, N/2, 2))")
-    d_state = 2 * int(tensors[f"{pre}layers.0.kernel.C"].shape[1])
+    d_state = 2 * int(need(tensors, f"{pre}layers.0.kernel.C", 3).shape[1])
     found = {"d_model": d_model, "d_state": d_state, "n_layer": n_layer}
     return Config.from_dict(merge_found(config_json, found))
 

@@ -47,10 +47,12 @@ from kizzasi_lite.backends import loops_are_cheap, namespace
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
+    check_numbers,
     check_positive_int,
     is_positive_int,
     known_fields,
     merge_found,
+    need,
     resolve_dtype,
     select_params,
     step_layouts,
@@ -111,6 +113,7 @@ class Config(DictConfig):
             )
         if self.head_dim % 2:
             raise ConfigError(f"head_dim must be even (rotary pairs), got {self.head_dim}")
+        check_numbers(self, "rope_theta", "rms_norm_eps")
         if not self.rope_theta > 0.0:
             raise ConfigError(f"rope_theta must be > 0, got {self.rope_theta}")
         if not self.rms_norm_eps > 0.0:
@@ -266,7 +269,7 @@ def _attend(cfg: Config, q: Any, groups: list[tuple[Any, Any, Any]]) -> Any:
     B, H, Tq, hd = q.shape
     KV = cfg.num_key_value_heads
     qg = xp.reshape(q * (hd**-0.5), (B, KV, H // KV, Tq, hd))  # (B, KV, G, Tq, hd), scaled
-    width = max(_MIN_KEY_BLOCK, _SCORE_BLOCK_NUMBERS // (B * H * Tq))
+    width = max(_MIN_KEY_BLOCK, _SCORE_BLOCK_NUMBERS // max(1, B * H * Tq))  # B may be 0
     if any(k.shape[2] > width for k, _, _ in groups) and loops_are_cheap(q):
         groups = [
             (k[:, :, a:b, :], v[:, :, a:b, :], m if m is None else m[..., a:b])
@@ -320,7 +323,8 @@ def _finish_layer(cfg: Config, params: dict[str, Any], p: str, x: Any, attn: Any
     """Output projection, residuals, MLP: ``attn`` (B, H, T, hd), ``x`` (B, T, D) -> (B, T, D)."""
     xp = namespace(x, attn)
     B, T = x.shape[0], x.shape[1]
-    o = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (B, T, -1))  # (B, T, H*hd)
+    hhd = attn.shape[1] * attn.shape[3]  # not -1: ambiguous when B or T is 0
+    o = xp.reshape(xp.permute_dims(attn, (0, 2, 1, 3)), (B, T, hhd))  # (B, T, H*hd)
     x = x + _proj(params, p + "self_attn.o_proj", o)  # (B, T, D)
     h = rms_norm(x, params[p + "post_attention_layernorm.weight"], cfg.rms_norm_eps)  # (B, T, D)
     return x + _mlp(params, p + "mlp.", h)  # (B, T, D)
@@ -458,7 +462,7 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
     cannot be read from shapes, so ``config_json`` is required (``ConfigError`` without it).
     """
     pre = _prefix(tensors)
-    D = int(tensors[pre + "norm.weight"].shape[0])
+    D = int(need(tensors, pre + "norm.weight", 1).shape[0])
     n_layers = 0
     while f"{pre}layers.{n_layers}.input_layernorm.weight" in tensors:
         n_layers += 1
@@ -467,6 +471,8 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
     gate = tensors.get(f"{pre}layers.0.mlp.gate_proj.weight")
     if n_layers == 0 or q is None or k is None or gate is None:
         raise WeightsError(f"checkpoint has no complete '{pre}layers.0' (attention and mlp)")
+    q = need(tensors, f"{pre}layers.0.self_attn.q_proj.weight", 2)  # its sizes are read below
+    gate = need(tensors, f"{pre}layers.0.mlp.gate_proj.weight", 2)
     if config_json is None or "num_attention_heads" not in config_json:
         raise ConfigError(
             "num_attention_heads: cannot be read from the weights; pass the config.json "

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from kizzasi_lite.backends import namespace
+from kizzasi_lite.errors import ConfigError
 
 
 def _broadcast_a(xp: Any, a: Any, b: Any) -> Any:
@@ -83,7 +84,7 @@ def scan_chunked(a: Any, b: Any, h0: Any, chunk: int = 64) -> tuple[Any, Any]:
     """Chunked scan of ``h_t = a_t * h_{t-1} + b_t``: doubling inside chunks, a carry across them."""
     xp = namespace(a, b, h0)
     if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
+        raise ConfigError(f"chunk must be >= 1, got {chunk}")
     B, T = b.shape[0], b.shape[1]
     rest = tuple(b.shape[2:])
     if T == 0:

@@ -94,6 +94,9 @@ def fit(
     ``series``: an array (T, input_dim), a list of them, or a CSV path (``columns`` picks
     channels). ``val_series`` gives validation data explicitly instead of ``val_fraction``.
     ``freeze``: parameter-name prefixes left as they are (e.g. ``("forecast.highway",)``).
+    ``clip``: the largest global gradient norm (0: no clipping). Every count must be a positive
+    integer (``window`` and ``max_steps_per_epoch`` may be None) and ``lr`` a number > 0, else
+    ``ConfigError``.
     ``loss``: ``"mse"``, ``"mae"`` or ``"huber"`` in normalised units, or a callable
     ``loss(pred, target) -> scalar`` given both in the data's units, (B, T, C) (or (B, H, C) for
     the forecast objective), e.g. ``ConstraintAwareLoss(mse, guardrails, weight=10.0)`` to train
@@ -103,8 +106,10 @@ def fit(
     trained (resuming keeps them).
     """
     counts = {"epochs": epochs, "batch_size": batch_size, "stride": stride,
-              "windows_per_stream": windows_per_stream}  # fmt: skip
-    _check_options(model, objective, loss, counts, val_fraction)
+              "windows_per_stream": windows_per_stream, "patience": patience,
+              "window": window, "max_steps_per_epoch": max_steps_per_epoch}  # fmt: skip
+    rates = {"lr": lr, "weight_decay": weight_decay, "clip": clip, "time_budget": time_budget}
+    _check_options(model, objective, loss, counts, rates, val_fraction)
     data = as_series(model, series, columns)
     if val_series is not None:
         train, val = data, as_series(model, val_series, columns)
@@ -166,12 +171,12 @@ def fit(
         model.reset()
         _record(model, history, objective, val, task)
         return history
-    except Exception:
+    except BaseException:  # KeyboardInterrupt too: never half-trained, unnormalised weights
         model.params = before
         raise
 
 
-def _check_options(model, objective, loss, counts: dict, val_fraction) -> None:
+def _check_options(model, objective, loss, counts: dict, rates: dict, val_fraction) -> None:
     if objective not in ("next_step", "forecast"):
         raise ConfigError(f"objective must be 'next_step' or 'forecast', got {objective!r}")
     if objective == "forecast" and not model.config.forecast_horizon:
@@ -185,9 +190,17 @@ def _check_options(model, objective, loss, counts: dict, val_fraction) -> None:
     if callable(loss) and model.gaussian and objective == "next_step":
         raise ConfigError("the Gaussian head trains by its likelihood: a loss cannot be given")
     for name, v in counts.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        optional = name in ("window", "max_steps_per_epoch") and v is None
+        if not optional and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-    if not 0.0 <= val_fraction < 1.0:
+    for name, v in {**rates, "val_fraction": val_fraction}.items():
+        if name == "time_budget" and v is None:
+            continue
+        low = "> 0" if name == "lr" else ">= 0"  # clip 0: no clipping
+        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        if not (ok and (v > 0 if name == "lr" else v >= 0)):
+            raise ConfigError(f"{name} must be a finite number {low}, got {v!r}")
+    if not val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
 
 
@@ -215,6 +228,8 @@ def _split(data: list[np.ndarray], frac: float) -> tuple[list, list]:
 
 def _set_normalizer(model: Any, train: list[np.ndarray]) -> None:
     allx = np.concatenate(train, axis=0)
+    if not len(allx):  # before NumPy's warnings about the mean of nothing
+        raise InputError("fit needs training samples; every training series is empty")
     mean, std = allx.mean(axis=0), allx.std(axis=0)
     std = np.where(std > 1e-12 * np.maximum(1.0, np.abs(mean)), std, 1.0)
     model.params = {

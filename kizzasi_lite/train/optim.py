@@ -23,7 +23,10 @@ def global_norm(grads: dict[str, Any]) -> float:
 
 
 def clip_by_global_norm(grads: dict[str, Any], max_norm: float) -> tuple[dict[str, Any], float]:
-    """Scale all gradients by ``min(1, max_norm / norm)``; returns (clipped, norm before)."""
+    """Scale all gradients by ``min(1, max_norm / norm)``; returns (clipped, norm before).
+
+    ``max_norm <= 0`` turns clipping off, and gradients whose norm is not finite come back as
+    they are (the caller skips that step)."""
     norm = global_norm(grads)
     if max_norm <= 0 or norm <= max_norm or not math.isfinite(norm):
         return grads, norm

@@ -164,3 +164,22 @@ def test_constants_and_unused_parameters_get_zero_gradients():
     np.testing.assert_allclose(grads["a"], [2.0, 2.0])
     np.testing.assert_allclose(grads["b"], [0.0, 0.0])
     assert not isinstance(value, Tensor)
+
+
+def test_clip_sends_gradients_to_tensor_bounds():
+    # the bounds' gradients were dropped without a word: d/dlo of sum(clip(x, lo, hi)) is the
+    # number of entries held at lo
+    rng = np.random.default_rng(3)
+    p = {
+        "x": np.linspace(-2.0, 2.0, 12).reshape(3, 4) + 0.01,
+        "lo": rng.uniform(-1.5, -0.5, size=(3, 1)),
+        "hi": rng.uniform(0.5, 1.5, size=(4,)),
+    }
+
+    def loss(q):
+        xp = namespace(q["x"])
+        return xp.sum(xp.clip(q["x"], min=q["lo"], max=q["hi"]) ** 2)
+
+    check_grad(loss, p, entries=12, rtol=1e-6)
+    _, g = value_and_grad(loss, p)
+    assert float(np.sum(np.abs(g["lo"]))) > 0 and float(np.sum(np.abs(g["hi"]))) > 0

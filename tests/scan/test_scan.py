@@ -84,3 +84,12 @@ def test_chunked_and_parallel_agree_with_sequential(batch, length, width, chunk,
     ]:
         np.testing.assert_allclose(hs, ref_hs, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(h, ref_h, rtol=1e-10, atol=1e-10)
+
+
+def test_a_chunk_below_one_is_a_config_error():
+    # a bare ValueError before: not a KizzasiError
+    from kizzasi_lite.errors import ConfigError
+
+    a = np.ones((1, 4, 2))
+    with pytest.raises(ConfigError, match="chunk must be >= 1, got 0"):
+        scan_chunked(a, a, np.zeros((1, 2)), chunk=0)

@@ -265,3 +265,60 @@ def test_a_step_whose_gradient_overflows_is_skipped(monkeypatch):
     assert len(calls) > 2  # training went on after it, from finite weights
     assert np.all(np.isfinite(history["train_loss"])) and np.all(np.isfinite(history["val_loss"]))
     assert all(np.all(np.isfinite(np.asarray(v))) for v in k.params.values())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"window": 0},  # was taken as "no window given": the default, silently
+        {"window": 2.5},
+        {"patience": 0},  # stopped after the first epoch however it improved
+        {"max_steps_per_epoch": -1},  # one step per epoch
+        {"lr": float("nan")},  # NaN weights, then the start point kept without a word
+        {"lr": -1e-3},
+        {"clip": float("nan")},
+        {"weight_decay": -0.1},
+        {"time_budget": -1.0},
+        {"val_fraction": "0.2"},  # a TypeError from a comparison
+    ],
+)
+def test_fit_rejects_every_bad_number_before_training(options):
+    k = small()
+    name = next(iter(options))
+    with pytest.raises(ConfigError, match=name):
+        k.fit(sine(T=200), epochs=1, verbose=False, **options)
+
+
+def test_an_interrupted_fit_leaves_the_model_as_it_was():
+    from kizzasi_lite.train.losses import mse
+
+    k, calls = small(), []
+
+    def loss(pred, target):  # Ctrl-C in the middle of the first epoch
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return mse(pred, target)
+
+    before = dict(k.params)
+    with pytest.raises(KeyboardInterrupt):
+        k.fit(sine(T=400), epochs=1, window=16, loss=loss, verbose=False)
+    assert k.params.keys() == before.keys()
+    assert all(k.params[key] is before[key] for key in before)  # normalizer.* included
+
+
+def test_fit_on_empty_series_says_so_without_numpy_warnings():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Mean of empty slice" before the error, until now
+        with pytest.raises(InputError, match="training samples"):
+            small().fit(np.zeros((0, 2)), verbose=False)
+
+
+def test_scores_of_an_empty_series_are_empty():
+    k = small()
+    s = k.score(np.zeros((0, 2)))
+    assert s["score"].shape == (0,) and s["nll"].shape == (0,)
+    assert s["prediction"].shape == (0, 2) and s["sigma"].shape == (0, 2)
+    assert k.detect(np.zeros((0, 2)), threshold=1.0).shape == (0,)
