@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from kizzasi_lite import heads
-from kizzasi_lite.backends import dtype_of, get_namespace, namespace, to_numpy
+from kizzasi_lite.backends import dtype_of, get_namespace, namespace, overflow_quiet, to_numpy
 from kizzasi_lite.backends.random import Generator
 from kizzasi_lite.config import KizzasiConfig
 from kizzasi_lite.errors import ConfigError, InputError, WeightsError
@@ -266,20 +266,22 @@ class Kizzasi:
     def _step(self, x: Any, state: dict) -> tuple[Any, Any, dict]:
         """(B, Din) user units -> mean (B, Dout) user units, scale or None, state."""
         p = self.params
-        mean, scale, state = heads.next_step(
-            self.arch, self.backbone_config, p, heads.standardize(p, x), state,
-            residual=self.residual, gaussian=self.gaussian,
-        )  # fmt: skip
-        return self._user(mean, scale) + (state,)
+        with overflow_quiet(self.xp):  # an overflow is refused by _finite, not warned of
+            mean, scale, state = heads.next_step(
+                self.arch, self.backbone_config, p, heads.standardize(p, x), state,
+                residual=self.residual, gaussian=self.gaussian,
+            )  # fmt: skip
+            return self._user(mean, scale) + (state,)
 
     def _sequence(self, xs: Any, state: dict) -> tuple[Any, Any, dict]:
         """(B, T, Din) user units -> mean (B, T, Dout), scale or None, final state."""
         p = self.params
-        mean, scale, state = heads.next_sequence(
-            self.arch, self.backbone_config, p, heads.standardize(p, xs), state,
-            residual=self.residual, gaussian=self.gaussian,
-        )  # fmt: skip
-        return self._user(mean, scale) + (state,)
+        with overflow_quiet(self.xp):
+            mean, scale, state = heads.next_sequence(
+                self.arch, self.backbone_config, p, heads.standardize(p, xs), state,
+                residual=self.residual, gaussian=self.gaussian,
+            )  # fmt: skip
+            return self._user(mean, scale) + (state,)
 
     def _user(self, mean: Any, scale: Any) -> tuple[Any, Any]:
         p = self.params

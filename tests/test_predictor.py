@@ -136,6 +136,18 @@ def test_property_state_is_exactly_as_before_a_failing_call(data):
             assert all(np.all(np.isfinite(np.asarray(v))) for v in k.state.values())
 
 
+@pytest.mark.filterwarnings("error")  # no NumPy overflow warning before the InputError
+@pytest.mark.parametrize("mt", list(ModelType))
+def test_an_input_that_overflows_the_model_is_an_input_error_without_warnings(mt):
+    k = randomize_head(small(mt))
+    k.step(np.ones(3))
+    before = {key: np.array(v) for key, v in k.state.items()}
+    with pytest.raises(InputError, match="overflowed"):
+        k.step(np.array([3e38, 0.0, 0.0]))  # float32, but the model's arithmetic overflows
+    for key, v in k.state.items():
+        np.testing.assert_array_equal(np.asarray(v), before[key])
+
+
 @pytest.mark.parametrize("mt", list(ModelType))
 def test_save_and_load_round_trip_is_exact(tmp_path, mt):
     k = randomize_head(small(mt))

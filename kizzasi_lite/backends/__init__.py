@@ -249,11 +249,21 @@ def overflow_quiet(xp: Any) -> Any:
     """A context in which NumPy computes overflows and invalid values without warnings (for ops
     whose inf or nan is the intended result): NumPy's ``errstate`` for the NumPy-backed
     namespaces (numpy, array_api_strict), a no-op context for the others."""
+    errstate = _errstate(xp)
+    return (
+        contextlib.nullcontext() if errstate is None else errstate(over="ignore", invalid="ignore")
+    )
+
+
+@cache
+def _errstate(xp: Any) -> Any:
+    """NumPy's ``errstate`` for a NumPy-backed namespace, else None (looked up once per
+    namespace: a step calls :func:`overflow_quiet` for every activation)."""
     if backend_name(xp) not in ("numpy", "array_api_strict"):
-        return contextlib.nullcontext()
+        return None
     import numpy as np
 
-    return np.errstate(over="ignore", invalid="ignore")
+    return np.errstate
 
 
 def from_numpy(a: Any, xp: Any, dtype: Any = None) -> Any:
