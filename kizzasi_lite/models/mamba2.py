@@ -979,13 +979,16 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
                 f"config.json: {name} must be a positive integer, got {declared[name]!r}"
             )
     if "state_size" in declared:
-        n = declared["state_size"]
+        n, source = declared["state_size"], f"config.json's state_size={declared['state_size']}"
     elif "n_groups" in declared:
-        n = gn // declared["n_groups"]
+        n, source = gn // declared["n_groups"], f"config.json's n_groups={declared['n_groups']}"
     else:
-        n = _DEFAULT_STATE_SIZE
-    if n < 1 or gn % n:
-        raise WeightsError(f"2 * n_groups * state_size = {2 * gn} is not a multiple of {n}")
+        n, source = _DEFAULT_STATE_SIZE, f"the default state_size={_DEFAULT_STATE_SIZE}"
+    if n < 1 or gn % n or ("n_groups" in source and n * declared["n_groups"] != gn):
+        raise WeightsError(
+            f"the weights have n_groups * state_size = {gn} (conv1d's channels less d_ssm, "
+            f"halved), which {source} does not divide"
+        )
     inferred = {
         "hidden_size": hidden,
         "expand": d_inner // hidden,

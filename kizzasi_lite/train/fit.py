@@ -109,7 +109,7 @@ def fit(
               "windows_per_stream": windows_per_stream, "patience": patience,
               "window": window, "max_steps_per_epoch": max_steps_per_epoch}  # fmt: skip
     rates = {"lr": lr, "weight_decay": weight_decay, "clip": clip, "time_budget": time_budget}
-    _check_options(model, objective, loss, counts, rates, val_fraction)
+    _check_options(model, objective, loss, counts, rates, val_fraction, seed)
     data = as_series(model, series, columns)
     if val_series is not None:
         train, val = data, as_series(model, val_series, columns)
@@ -176,7 +176,7 @@ def fit(
         raise
 
 
-def _check_options(model, objective, loss, counts: dict, rates: dict, val_fraction) -> None:
+def _check_options(model, objective, loss, counts: dict, rates: dict, val_fraction, seed) -> None:
     if objective not in ("next_step", "forecast"):
         raise ConfigError(f"objective must be 'next_step' or 'forecast', got {objective!r}")
     if objective == "forecast" and not model.config.forecast_horizon:
@@ -200,6 +200,8 @@ def _check_options(model, objective, loss, counts: dict, rates: dict, val_fracti
         ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         if not (ok and (v > 0 if name == "lr" else v >= 0)):
             raise ConfigError(f"{name} must be a finite number {low}, got {v!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
     if not val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
 

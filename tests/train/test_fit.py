@@ -280,6 +280,7 @@ def test_a_step_whose_gradient_overflows_is_skipped(monkeypatch):
         {"weight_decay": -0.1},
         {"time_budget": -1.0},
         {"val_fraction": "0.2"},  # a TypeError from a comparison
+        {"seed": 1.5},  # a TypeError from NumPy's SeedSequence
     ],
 )
 def test_fit_rejects_every_bad_number_before_training(options):

@@ -83,3 +83,12 @@ def test_mamba_ssm_ngroups_must_be_a_positive_integer(tmp_path, n_groups):
     del config_json["state_size"]
     with pytest.raises(WeightsError, match="n_groups"):
         _load(tmp_path, tensors, {**config_json, "n_groups": n_groups})
+
+
+@pytest.mark.parametrize(("key", "value"), [("n_groups", 3), ("n_groups", 16), ("state_size", 3)])
+def test_mamba2_group_sizes_that_do_not_divide_the_weights_are_named(tmp_path, key, value):
+    # the weights hold n_groups * state_size = 8 (2 groups of 4) B and C channels
+    tensors, config_json = _saved("mamba2", tmp_path)
+    del config_json["state_size"]
+    with pytest.raises(WeightsError, match=rf"= 8 .*{key}={value} does not divide"):
+        _load(tmp_path, tensors, {**config_json, key: value})
