@@ -143,12 +143,22 @@ def dtype_of(xp: Any, name: str) -> Any:
 
 
 def dtype_name(dtype: Any) -> str:
-    """``"float32"`` / ``"float64"`` / ... for a dtype of any backend."""
+    """``"float32"`` / ``"float64"`` / ... for a dtype of any backend (remembered per dtype:
+    NumPy's ``str(dtype)`` takes ~10 us, and the guardrails ask several times a call)."""
+    key = (type(dtype), dtype)  # the type first: backends' dtypes may not compare with others'
+    try:
+        return _DTYPE_NAMES[key]
+    except (KeyError, TypeError):  # not seen yet, or not hashable
+        pass
     text = str(dtype)
-    for name in ("float16", "bfloat16", "float32", "float64", "complex64", "complex128"):
-        if name in text:
-            return name
-    return text.rsplit(".", 1)[-1].strip("'>")
+    names = ("bfloat16", "float16", "float32", "float64", "complex64", "complex128")
+    name = next((n for n in names if n in text), text.rsplit(".", 1)[-1].strip("'>"))
+    with contextlib.suppress(TypeError):
+        _DTYPE_NAMES[key] = name
+    return name
+
+
+_DTYPE_NAMES: dict[Any, str] = {}
 
 
 def to_numpy(x: Any):

@@ -37,6 +37,7 @@ and uses array API standard functions only, so it runs on every backend.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -201,7 +202,9 @@ def project_quad(xp: Any, w: Any, qd: Quad, b: Any, *, max_newton: int = 100) ->
 
     In the eigenbasis ``z = V^T w`` the projection is ``x~_i(t) = (z_i - t c~_i) / (1 + 2 t w_i)``
     with ``t >= 0`` the root of ``g(t) = Σ w_i x~_i^2 + c~_i x~_i - b``, which is convex and
-    decreasing, so Newton's method from ``t = 0`` increases monotonically to the root.
+    decreasing, so Newton's method from ``t = 0`` increases monotonically to the root. For a
+    bounded ellipsoid (``qd.positive``) Newton runs on the secular equation instead
+    (:func:`_secular_step`), which converges in a few steps where ``g``'s takes ~12.
     Where rounding leaves no root (``g`` above 0 even at the minimiser: a set smaller than its
     data's float64 resolution), ``t`` stops at ``qd.t_cap`` and the row is the minimiser, the
     point that violates the set least.
@@ -213,23 +216,63 @@ def project_quad(xp: Any, w: Any, qd: Quad, b: Any, *, max_newton: int = 100) ->
     inside = (g0 <= 0.0) | ~xp.isfinite(b)
     if bool(xp.all(inside)):
         return w
-    lead = 2.0 * wv * z + ct  # (B, C)
+    step = _secular_step(xp, z, qd, bf) if qd.positive else _value_step(xp, z, qd, bf)
     t = xp.zeros_like(bf)  # (B, 1)
     scale = xp.maximum(xp.abs(bf), 1.0) * 1e-15
     for it in range(max_newton):
-        den = 1.0 + 2.0 * t * wv  # (B, C)
-        xt = (z - t * ct) / den
-        g = xp.sum(wv * xt * xt + ct * xt, axis=-1, keepdims=True) - bf  # (B, 1)
-        slope = lead / den
-        dg = -xp.sum(slope * slope / den, axis=-1, keepdims=True)  # (B, 1) < 0
-        t_new = xp.maximum(t - g / xp.where(dg < 0.0, dg, -1.0), t)
-        t_new = xp.where(inside, 0.0, xp.minimum(t_new, qd.t_cap))
-        if it % 4 == 3 and bool(xp.all((xp.abs(g) <= scale) | (t_new == t))):
+        g, t_new = step(t)  # (B, 1): the constraint's excess at t, Newton's next t
+        t_new = xp.where(inside, 0.0, xp.minimum(xp.maximum(t_new, t), qd.t_cap))
+        if it % 2 == 1 and bool(xp.all((xp.abs(g) <= scale) | (t_new == t))):
             t = t_new
             break
         t = t_new
     x = xp.matmul((z - t * ct) / (1.0 + 2.0 * t * wv), xp.matrix_transpose(qd.V))  # (B, C)
     return xp.where(inside, w, x)
+
+
+def _value_step(xp: Any, z: Any, qd: Quad, bf: Any) -> Callable:
+    """``t -> (g(t), t - g(t) / g'(t))``: Newton on :func:`project_quad`'s ``g`` itself."""
+    wv, ct = qd.w, qd.ct
+    lead = 2.0 * wv * z + ct  # (B, C)
+
+    def step(t: Any) -> tuple[Any, Any]:
+        den = 1.0 + 2.0 * t * wv  # (B, C)
+        xt = (z - t * ct) / den
+        g = xp.sum(wv * xt * xt + ct * xt, axis=-1, keepdims=True) - bf  # (B, 1)
+        slope = lead / den
+        dg = -xp.sum(slope * slope / den, axis=-1, keepdims=True)  # (B, 1) < 0
+        return g, t - g / xp.where(dg < 0.0, dg, -1.0)
+
+    return step
+
+
+def _secular_step(xp: Any, z: Any, qd: Quad, bf: Any) -> Callable:
+    """Newton on the secular equation of a bounded ellipsoid, ``t -> (g(t), next t)``.
+
+    About its centre ``-c~ / 2w`` the set is ``Σ w_i u_i^2 <= r`` (``r = b + Σ c~_i^2 / 4w_i``)
+    and the projection's ``u_i(t) = u_i / (1 + 2 t w_i)``, so ``g(t) = q(t) - r`` with
+    ``q(t) = Σ w_i u_i(t)^2``. ``phi(t) = q^-1/2 - r^-1/2`` is a trust region's secular function
+    (Moré & Sorensen 1983): concave and increasing, linear for a ball, so Newton from ``t = 0``
+    increases monotonically to its root, quadratically. Where ``r <= 0`` (the set at most its
+    centre, once rounded) the step goes to ``qd.t_cap``: the centre.
+    """
+    wv, ct = qd.w, qd.ct
+    half = ct / (2.0 * wv)  # (C,): minus the centre
+    wu2 = wv * (z + half) ** 2  # (B, C): w_i u_i^2
+    w2u2 = wv * wu2
+    r = bf + 0.5 * xp.sum(ct * half)  # (B, 1)
+    empty = r <= 0.0
+    r = xp.where(empty, 1.0, r)
+
+    def step(t: Any) -> tuple[Any, Any]:
+        den = 1.0 + 2.0 * t * wv  # (B, C)
+        den2 = den * den
+        q = xp.sum(wu2 / den2, axis=-1, keepdims=True)  # (B, 1)
+        dq = xp.sum(w2u2 / (den2 * den), axis=-1, keepdims=True)  # (B, 1): -q'(t) / 4
+        t_new = t + q * (xp.sqrt(q / r) - 1.0) / (2.0 * xp.where(dq > 0.0, dq, 1.0))
+        return q - r, xp.where(empty, qd.t_cap, t_new)
+
+    return step
 
 
 # ---------------------------------------------------------------------------------- Dykstra
@@ -432,7 +475,7 @@ def project(
     bad = box_bad
     x_out, lam_out, mu_out, nu_out = y, zeros_m, zeros_q, zero
     weights: dict = {}
-    it, chunk, before = 0, 4, st
+    it, chunk, before = 0, 1 if p.m + p.q == 1 else 4, st
     while it < max_iter and not bool(xp.all(done)):
         st = _dykstra(xp, p, st, sets, chunk)
         it += chunk

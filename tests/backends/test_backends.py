@@ -179,3 +179,13 @@ def test_numpy_reshape_keeps_the_standard_copy_semantics():
         xp.reshape(x.mT, (6,), copy=False)  # a transposed layout cannot be a flat view
     np.testing.assert_array_equal(xp.reshape(x.mT, (6,)), [0, 3, 1, 4, 2, 5])  # copy=None copies
     assert namespace(x) is xp
+
+
+@pytest.mark.filterwarnings("error")  # array_api_strict warns when its dtypes meet NumPy's
+def test_dtype_names_of_every_backend_and_again_from_memory(xp):
+    for _ in range(2):  # the second time from what dtype_name remembered
+        for name in ("float32", "float64", "int32", "int64", "bool"):
+            assert dtype_name(getattr(xp, name)) == name
+        assert dtype_name(np.dtype("float32")) == "float32"
+    if backend_name(xp) == "mlx":
+        assert dtype_name(xp.bfloat16) == "bfloat16"  # its name holds "float16" too
