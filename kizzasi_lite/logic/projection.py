@@ -475,18 +475,18 @@ def project(
     bad = box_bad
     x_out, lam_out, mu_out, nu_out = y, zeros_m, zeros_q, zero
     weights: dict = {}
+    # one slab or quadratic set and no box: a Dykstra cycle is its exact projection, no polish
+    single = p.m + p.q == 1 and not _any(xp, xp.isfinite(p.L) | xp.isfinite(p.U))
     it, chunk, before = 0, 1 if p.m + p.q == 1 else 4, st
     while it < max_iter and not bool(xp.all(done)):
         st = _dykstra(xp, p, st, sets, chunk)
         it += chunk
         try:
-            x, lam, mu = polish(xp, y, p, st, scale)
-        except Exception:  # a singular active set on a backend that raises: keep iterating
             x, lam, mu = (
-                st.x,
-                xp.concat(st.lam, axis=-1) if p.m else zeros_m,
-                _quad_multipliers(xp, st, p),
+                _dykstra_answer(xp, st, p, zeros_m) if single else polish(xp, y, p, st, scale)
             )
+        except Exception:  # a singular active set on a backend that raises: keep iterating
+            x, lam, mu = _dykstra_answer(xp, st, p, zeros_m)
         bound, lam, nu = certificate(xp, y, x, lam, mu, p)
         ok = (violation(xp, x, p) <= feas_tol) & (bound <= dist_tol * scale) & ~done
         x_out = xp.where(ok[:, None], x, x_out)
@@ -536,6 +536,12 @@ def project(
         if flag:
             sol.status[b] = "uncertified"
     return sol
+
+
+def _dykstra_answer(xp: Any, st: _State, p: Problem, zeros_m: Any) -> tuple[Any, Any, Any]:
+    """Dykstra's point and the multipliers its increments give: ``(x, lam, mu)``."""
+    lam = xp.concat(st.lam, axis=-1) if p.m else zeros_m
+    return st.x, lam, _quad_multipliers(xp, st, p)
 
 
 def _finish(xp, y, x, p, keep, bad, box_bad, lam, mu, nu, weights, it) -> Solution:

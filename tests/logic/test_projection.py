@@ -385,3 +385,22 @@ def test_an_ellipsoid_by_its_secular_equation_equals_newton_on_the_constraint(se
     out = q(y) > b[0, 0]  # projected onto the boundary; the others stay where they are
     np.testing.assert_allclose(q(secular)[out], b[0, 0], rtol=1e-9, atol=1e-9 * abs(b[0, 0]))
     np.testing.assert_array_equal(secular[~out], y[~out])
+
+
+def test_one_set_without_a_box_is_projected_in_one_cycle_without_polishing(monkeypatch):
+    """A ball or a half-space alone: Dykstra's first cycle is the exact projection, certified as
+    it is; the active-set polish runs only where sets meet (here, a ball inside a box)."""
+    import kizzasi_lite.logic.polish as polish_module
+
+    calls = []
+    real = polish_module.polish
+    monkeypatch.setattr(polish_module, "polish", lambda *a: calls.append(1) or real(*a))
+    y = np.array([[3.0, 4.0]])
+    for con, at in ((Quadratic(np.eye(2).tolist(), None, 1.0), [0.6, 0.8]),
+                    (Linear([1.0, 1.0], 1.0), [0.0, 1.0])):  # fmt: skip
+        out, report = GuardrailSet().add(con).enforce(y)
+        np.testing.assert_allclose(out, [at], rtol=1e-12)
+        assert report.status == ["projected"]
+    assert calls == []
+    GuardrailSet().add([Quadratic(np.eye(2).tolist(), None, 1.0), Range(-0.7, 0.7)]).enforce(y)
+    assert calls
