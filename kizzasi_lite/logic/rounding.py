@@ -114,18 +114,22 @@ def project_checked(rails, xp, work, y, p, out_dtype) -> Solution:
     tols = tolerances(rails, work)
     limit = tols["keep_tol"]
     sol = project(y, p, **tols)
+    if dtype_name(out_dtype) == dtype_name(work):  # nothing is rounded: project's answers hold
+        return sol
+    # streams left as they were are the prediction itself (a value of out_dtype), within the
+    # tolerance, so only the moved ones are checked after rounding
+    moved = [s not in ("feasible", "infeasible") for s in sol.status]
+    if any(moved):
 
-    def emitted(s: Solution) -> Any:  # rounded; y stands in for infeasible (maybe inf) rows
-        empty = xp.asarray([st == "infeasible" for st in s.status])[:, None]
-        return xp.where(empty, y, _rounded(xp, s.x, out_dtype, work))
+        def emitted(s: Solution) -> Any:  # rounded; y stands in for infeasible (maybe inf) rows
+            empty = xp.asarray([st == "infeasible" for st in s.status])[:, None]
+            return xp.where(empty, y, _rounded(xp, s.x, out_dtype, work))
 
-    def over(s: Solution) -> list[float]:  # the relative violation of what would be emitted
-        return host_floats(violation(xp, emitted(s), p))
+        def over(s: Solution) -> list[float]:  # the relative violation of what is emitted
+            return host_floats(violation(xp, emitted(s), p))
 
-    if dtype_name(out_dtype) != dtype_name(work):
         ulp = EPS.get(dtype_name(out_dtype), EPS["float32"])
-        moved = [s not in ("feasible", "infeasible") for s in sol.status]
-        now = over(sol) if any(moved) else []
+        now = over(sol)
         # rounded to a point inside every constraint (0: not even by float64 noise): kept as is
         todo = [m and now[i] > 0.0 for i, m in enumerate(moved)]
         for factor in _SHRINK:
@@ -145,11 +149,9 @@ def project_checked(rails, xp, work, y, p, out_dtype) -> Solution:
             todo = [
                 t and now[i] > limit and tight.status[i] != "infeasible" for i, t in enumerate(todo)
             ]
-    x = emitted(sol)
-    worst = host_floats(violation(xp, x, p))
-    bad = [s != "infeasible" and worst[i] > limit for i, s in enumerate(sol.status)]
-    if any(bad):
-        _mark_unrepresentable(xp, sol, x, p, bad, limit, out_dtype)
+        bad = [m and sol.status[i] != "infeasible" and now[i] > limit for i, m in enumerate(moved)]
+        if any(bad):
+            _mark_unrepresentable(xp, sol, emitted(sol), p, bad, limit, out_dtype)
     sol.x = _rounded(xp, sol.x, out_dtype, work)
     return sol
 
