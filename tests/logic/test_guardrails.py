@@ -327,6 +327,16 @@ def test_enforce_rejects_what_is_not_an_array_of_numbers(y, message):
         GuardrailSet().add(Range(0.0, 1.0)).enforce(y)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64", "longdouble"])
+def test_enforce_keeps_every_real_floating_dtype_and_refuses_others(dtype):
+    out, _ = GuardrailSet().add(Range(0.0, 1.0)).enforce(np.array([2.0, 0.5], dtype=dtype))
+    assert out.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(out, [1.0, 0.5])
+    for bad in (np.array([1], dtype=np.int8), np.array([1j]), np.array([None])):
+        with pytest.raises(InputError, match="real floating-point array, got dtype"):
+            GuardrailSet().add(Range(0.0, 1.0)).enforce(bad)
+
+
 def test_check_channels_names_both_sizes():
     rails = GuardrailSet().add(Linear([1.0, 1.0], 1.0), name="sum")
     rails.check_channels(2)
