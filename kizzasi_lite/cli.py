@@ -1,8 +1,8 @@
 """The ``kizzasi`` command (also ``python -m kizzasi_lite``): fit, forecast, detect, stream, info, demo.
 
 Exit codes: 0 success (a stream ended by Ctrl-C or SIGTERM also ends cleanly, with 0), 1 a
-``KizzasiError`` or an unreadable/unwritable file (one line on stderr, no traceback), 2 a usage
-error (bad options), 130 another command interrupted by Ctrl-C.
+``KizzasiError``, an unreadable/unwritable file or sizes too large for the memory (one line on
+stderr, no traceback), 2 a usage error (bad options), 130 another command interrupted by Ctrl-C.
 """
 
 from __future__ import annotations
@@ -237,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _silence_stdout()
             return 0
         print(f"kizzasi {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except MemoryError as exc:  # sizes too large for this machine (a model, its state, a batch)
+        print(f"kizzasi {args.command}: error: out of memory: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"kizzasi {args.command}: interrupted", file=sys.stderr)

@@ -499,10 +499,15 @@ def run_info(args: Namespace, out: TextIO) -> int:
     say(out, "training history:" + ("" if d["training"] else " not trained"))
     for r in d["training"]:
         say(out, f"  {r['objective']}: {r['epochs']} epochs in {r['seconds']} s, final train loss "
-            f"{r['final_train_loss']:.4g}, best validation loss {r['best_val_loss']:.4g}")  # fmt: skip
+            f"{_num(r['final_train_loss'])}, best validation loss {_num(r['best_val_loss'])}")  # fmt: skip
     for k, v in d["metrics"].items():
         say(out, f"  {k}: {v:.6g}" if isinstance(v, float) else f"  {k}: {v}")
     return 0
+
+
+def _num(v: float | None) -> str:
+    """A loss for humans: 4 significant digits, ``n/a`` for none recorded."""
+    return "n/a" if v is None else f"{v:.4g}"
 
 
 def write_guardrails_file(guards: Any, path: str | Path) -> Path:

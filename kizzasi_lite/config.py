@@ -164,8 +164,10 @@ class KizzasiConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> KizzasiConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ConfigError`` naming them."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a dict of fields, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(map(str, set(d) - names))
         if unknown:
             raise ConfigError(f"unknown config field(s) {unknown}; known fields: {sorted(names)}")
         return cls(**d)

@@ -52,6 +52,12 @@ def _guarded(rails: Any, seq: Any, previous: Any) -> tuple[Any, Any, Any]:
     return namespace(*outs).stack(outs, axis=1), previous, report
 
 
+def _too_large(exc: ValueError) -> bool:
+    """True for NumPy's refusal of an array too large to exist (not a memory shortage)."""
+    text = str(exc)
+    return "Maximum allowed dimension" in text or "array is too big" in text
+
+
 class Kizzasi:
     """Predict a multichannel signal one step at a time, learn it from data, score anomalies.
 
@@ -67,7 +73,17 @@ class Kizzasi:
         self.dtype = dtype_of(self.xp, self.config.dtype)
         self.arch = self.config.model_type.architecture
         self.backbone_config = self.config.backbone_config()
-        self.params = self._init_params()
+        try:
+            self.params = self._init_params()
+        except (MemoryError, ValueError) as exc:
+            if isinstance(exc, ValueError) and not _too_large(exc):
+                raise
+            c = self.config
+            raise ConfigError(
+                f"cannot allocate the weights of this config (hidden_dim={c.hidden_dim}, "
+                f"state_dim={c.state_dim}, num_layers={c.num_layers}, input_dim={c.input_dim}, "
+                f"forecast_horizon={c.forecast_horizon}): {exc}"
+            ) from exc
         self.info: dict[str, Any] = {}  # training history, anomaly threshold, metrics
         self.guardrails: Any = None  # a logic.GuardrailSet, applied to every prediction
         self.last_raw: np.ndarray | None = None  # the last prediction before the guardrails
@@ -364,8 +380,16 @@ class Kizzasi:
             raise InputError(f"samples must be a positive integer, got {samples!r}")
         if samples is not None and not self.gaussian:
             raise ConfigError("sampling trajectories needs head='gaussian' in the config")
-        if not (isinstance(temperature, int | float) and temperature >= 0):
-            raise InputError(f"temperature must be >= 0, got {temperature!r}")
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, numbers.Real)
+            or not (math.isfinite(temperature) and temperature >= 0)
+        ):
+            raise InputError(f"temperature must be a finite number >= 0, got {temperature!r}")
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
+        ):
+            raise InputError(f"seed must be a non-negative integer or None, got {seed!r}")
         arr = self._numeric(x0, "x0")
         d = self.config.input_dim
         if arr.ndim not in (1, 2) or arr.shape[-1] != d or (arr.ndim == 2 and not len(arr)):
@@ -395,7 +419,9 @@ class Kizzasi:
         for i in range(n):
             if samples is not None:
                 noise = rng.standard_normal(tuple(y.shape)).astype(self.config.dtype)
-                y = y + self.xp.asarray(noise) * scale * temperature
+                with overflow_quiet(self.xp):
+                    y = y + self.xp.asarray(noise) * scale * temperature
+            self._finite(y)  # a roll-out that overflowed is refused (the state is kept)
             if fork is not None:
                 y, _ = fork.enforce(y, prev)
                 prev = y
@@ -422,8 +448,15 @@ class Kizzasi:
                 "forecast needs forecast_horizon > 0 and input_dim == output_dim in the config"
             )
         h = c.forecast_horizon if horizon is None else horizon
-        if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= c.forecast_horizon:
-            raise InputError(f"horizon must be in [1, {c.forecast_horizon}], got {horizon!r}")
+        if (
+            isinstance(h, bool)
+            or not isinstance(h, numbers.Integral)
+            or not 1 <= h <= c.forecast_horizon
+        ):
+            raise InputError(
+                f"horizon must be an integer in [1, {c.forecast_horizon}], got {horizon!r}"
+            )
+        h = int(h)
         xb, unbatched = self._input(history, "history", 2)
         lb = c.forecast_lookback
         if xb.shape[1] < lb:
@@ -507,8 +540,11 @@ class Kizzasi:
         """Load a folder written by :meth:`save_pretrained` (state too, when it was saved)."""
         path = Path(path)
         meta = read_json(path / CONFIG_NAME)
-        if "kizzasi_lite" not in meta:
-            raise WeightsError(f"{path / CONFIG_NAME} is not a kizzasi_lite config")
+        if not isinstance(meta.get("kizzasi_lite"), dict):
+            raise WeightsError(
+                f"{path / CONFIG_NAME} is not a kizzasi_lite config (expected an object under "
+                f"'kizzasi_lite', got {type(meta.get('kizzasi_lite')).__name__})"
+            )
         fields = dict(meta["kizzasi_lite"])
         if backend is not None:
             fields["backend"] = backend
@@ -523,6 +559,12 @@ class Kizzasi:
             model.state = state
         if (path / TRAINING_NAME).is_file():
             model.info = read_training_info(path / TRAINING_NAME)
+            scale = model.info.get("error_scale")
+            if scale is not None and len(scale) != model.config.input_dim:
+                raise WeightsError(
+                    f"{path / TRAINING_NAME}: 'error_scale' must hold {model.config.input_dim} "
+                    f"values (one per channel), got {len(scale)}"
+                )
         if (path / GUARDRAILS_NAME).is_file():
             from kizzasi_lite.logic import GuardrailSet
 

@@ -343,3 +343,29 @@ def test_bad_guardrails_file_is_a_one_line_error(trained, capsys, tmp_path):
     code, _, err = run(["stream", model, "--source", csv, "--sink", tmp_path / "o.csv",
                         "--guardrails", bad], capsys)  # fmt: skip
     assert code == 1 and "bad.json, line 1: expected JSON" in err
+
+
+def test_info_on_a_run_with_no_losses_and_a_model_too_large_are_one_line(trained, capsys, tmp_path):
+    import shutil
+
+    folder, csv, model, argv = trained
+    copy = tmp_path / "m"
+    shutil.copytree(model, copy)
+    (copy / "training.json").write_text('{"history": [{"objective": "next_step"}]}')
+    code, out, err = run(["info", copy], capsys)  # TypeError: None formatted with .4g
+    assert code == 0 and "final train loss n/a" in out, err
+    argv = [*argv[: argv.index("--out")], "--model", "transformer", "--context-window",
+            "99999999999999", "--out", tmp_path / "big"]  # fmt: skip
+    code, _, err = run(argv, capsys)  # MemoryError for the KV cache, with a traceback
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("kizzasi fit: error: out of memory")
+
+
+def test_an_hdf5_samplerate_that_is_not_a_number_is_one_line(capsys, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "d.h5", "w") as f:
+        f["x"] = _signal(100)
+        f["x"].attrs["samplerate"] = np.nan  # ValueError: int(nan) in --preset audio
+    code, _, err = run(["fit", f"{tmp_path / 'd.h5'}:x", "--preset", "audio", "--out",
+                        tmp_path / "m"], capsys)  # fmt: skip
+    assert code == 1 and "the 'samplerate' attribute must be" in err

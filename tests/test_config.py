@@ -86,3 +86,11 @@ def test_extra_sets_only_the_architectures_own_free_settings(mt, extra, message)
         KizzasiConfig(model_type=mt, extra=extra)
     cfg = KizzasiConfig(model_type="mamba2", extra={"use_bias": True})
     assert cfg.backbone_config().use_bias is True
+
+
+def test_from_dict_takes_only_a_dict_with_field_names():
+    for bad in (None, 5, [("input_dim", 2)]):  # TypeError: not iterable / not a mapping
+        with pytest.raises(ConfigError, match="dict of fields"):
+            KizzasiConfig.from_dict(bad)
+    with pytest.raises(ConfigError, match=r"unknown config field\(s\) \['1', 'bogus'\]"):
+        KizzasiConfig.from_dict({1: 2, "bogus": 3})  # TypeError from sorting int and str

@@ -5,7 +5,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kizzasi_lite import InputError, Kizzasi, KizzasiConfig, KizzasiError, ModelType, WeightsError
+from kizzasi_lite import (
+    ConfigError,
+    InputError,
+    Kizzasi,
+    KizzasiConfig,
+    KizzasiError,
+    ModelType,
+    WeightsError,
+)
 
 SMALL = dict(hidden_dim=32, state_dim=8, num_layers=2, head_dim=16, context_window=32)
 
@@ -231,3 +239,47 @@ def test_state_entries_must_be_arrays():
     k = small("s4d")
     with pytest.raises(InputError, match="batch axis"):
         k.state = {"kernel": 1.0}
+
+
+def test_predict_n_refuses_a_bad_seed_or_temperature_and_a_roll_out_that_overflows():
+    k = small("mamba", head="gaussian")
+    k.step(np.ones(3))
+    before = {key: np.array(v) for key, v in k.state.items()}
+    for seed in ("abc", -1, 1.5, True):  # were TypeError / ValueError from NumPy
+        with pytest.raises(InputError, match="seed"):
+            k.predict_n(np.ones(3), 2, samples=2, seed=seed)
+    with pytest.raises(InputError, match="temperature"):  # returned inf and NaN paths
+        k.predict_n(np.ones(3), 3, samples=2, temperature=float("inf"))
+    with pytest.raises(InputError, match="overflowed"):  # finite, but the noise overflows
+        k.predict_n(np.ones(3), 3, samples=2, temperature=1e308, seed=0)
+    for key, v in k.state.items():
+        np.testing.assert_array_equal(np.asarray(v), before[key])
+    assert k.predict_n(np.ones(3), 2, samples=2, temperature=np.float32(0.5)).shape == (2, 2, 3)
+
+
+def test_from_pretrained_names_a_config_or_error_scale_of_the_wrong_kind(tmp_path):
+    import json
+
+    small("s4d").save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    for bad in (5, "abc", [1, 2], None):  # were TypeError / ValueError from dict()
+        (tmp_path / "config.json").write_text(json.dumps({**cfg, "kizzasi_lite": bad}))
+        with pytest.raises(WeightsError, match="not a kizzasi_lite config"):
+            Kizzasi.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    for scale, message in (([1.0, 1.0], "3 values"), ([0, 0, 0], "> 0")):  # NaN scores, a crash
+        (tmp_path / "training.json").write_text(json.dumps({"error_scale": scale}))
+        with pytest.raises(WeightsError, match=message):
+            Kizzasi.from_pretrained(tmp_path)
+
+
+def test_a_config_too_large_to_allocate_is_a_config_error(monkeypatch):
+    with pytest.raises(ConfigError, match="cannot allocate"):  # was NumPy's ValueError
+        Kizzasi(KizzasiConfig(model_type="mamba", hidden_dim=10**20))
+
+    def no_memory(self):
+        raise MemoryError("Unable to allocate 93.1 TiB")
+
+    monkeypatch.setattr(Kizzasi, "_init_params", no_memory)
+    with pytest.raises(ConfigError, match="cannot allocate.*93.1 TiB"):
+        Kizzasi(KizzasiConfig(model_type="mamba", state_dim=10**11))

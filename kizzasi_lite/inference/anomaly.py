@@ -14,12 +14,13 @@ by default the ``quantile`` (0.99) of the validation scores, chosen at fit time.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
 
 from kizzasi_lite.backends import to_numpy
-from kizzasi_lite.errors import ConfigError
+from kizzasi_lite.errors import ConfigError, InputError
 
 QUANTILE = 0.99
 
@@ -46,6 +47,7 @@ def score(model: Any, series: Any) -> dict[str, np.ndarray]:
     if xb.shape[0] != 1:
         raise ConfigError("score takes one series (T, D) at a time")
     mean, scale, _ = model._sequence(xb, model.zero_state(1))
+    model._finite(mean)  # an overflow is refused, as by forward, not scored as NaN
     x = np.asarray(to_numpy(xb[0, ...]), dtype=np.float64)  # (T, D)
     pred = np.concatenate([x[:1], np.asarray(to_numpy(mean[0, ...]), dtype=np.float64)[:-1]])
     sig = _sigma_z(model, None if scale is None else scale[0, ...], len(x))
@@ -95,6 +97,12 @@ def detect(model: Any, series: Any, threshold: float | None = None) -> np.ndarra
             raise ConfigError(
                 "no threshold: pass threshold=..., or fit the model with validation data"
             )
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, numbers.Real)
+        or math.isnan(threshold)
+    ):
+        raise InputError(f"threshold must be a real number, got {threshold!r:.80}")
     return np.flatnonzero(score(model, series)["score"] > float(threshold))
 
 

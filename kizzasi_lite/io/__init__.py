@@ -19,6 +19,8 @@ One interface for every format (see :mod:`kizzasi_lite.io.base`): a :class:`Sour
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Sequence
 from typing import TextIO
@@ -129,6 +131,16 @@ def open_sink(
     Audio sinks write every name as a channel at ``samplerate`` Hz (16 kHz when not given).
     """
     loc = parse_location(spec)
+    if isinstance(names, str) or not names or not all(isinstance(n, str) for n in names):
+        raise InputError(
+            f"{loc}: names must be a non-empty list of channel names, got {names!r:.80}"
+        )
+    if samplerate is not None and (
+        isinstance(samplerate, bool)
+        or not isinstance(samplerate, numbers.Real)
+        or not 0 < samplerate < math.inf
+    ):
+        raise InputError(f"{loc}: samplerate must be a finite number of Hz > 0, got {samplerate!r}")
     if loc.kind == "csv":
         from kizzasi_lite.io.csv import CsvSink
 
@@ -157,6 +169,8 @@ def write_table(
     """Write ``data`` (T, C) under ``names`` to ``spec`` in its format, atomically."""
     data = np.asarray(data)
     data = data[:, None] if data.ndim == 1 else data
+    if data.ndim != 2:
+        raise InputError(f"{spec}: expected data of shape (T,) or (T, channels), got {data.shape}")
     with open_sink(spec, names, samplerate=samplerate, stdout=stdout) as sink:
         for row in data:
             sink.write(row.tolist())

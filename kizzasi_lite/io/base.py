@@ -17,6 +17,8 @@ Where a signal lives is written as a *location*: a path whose suffix names the f
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -181,6 +183,16 @@ class Source(ABC):
         self.close()
 
 
+def _finite_number(v: object) -> bool:
+    """A real number (bools and NumPy scalars too) that is finite and fits in a float64."""
+    if not isinstance(v, numbers.Real | np.bool_):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int beyond float64
+        return False
+
+
 class Sink(ABC):
     """Writes rows of numbers (one per name in ``names``). Subclasses implement
     :meth:`_write` and, for files, :meth:`_finish`; the temporary file is handled here."""
@@ -188,13 +200,20 @@ class Sink(ABC):
     names: list[str]
     target: AtomicFile | None = None
     rows_written: int = 0
+    text_ok: bool = False  # True where a cell may hold text (a CSV time column)
 
     def write(self, row: Sequence[float]) -> None:
-        """Write one row; its length must equal ``len(self.names)``."""
-        if len(row) != len(self.names):
+        """Write one row: ``len(self.names)`` finite real numbers (text too, where ``text_ok``)."""
+        flat = isinstance(row, Sequence | np.ndarray) and not isinstance(row, str | bytes)
+        n = len(row) if flat and getattr(row, "ndim", 1) == 1 else None
+        if n != len(self.names):
+            got = n if n is not None else f"{type(row).__name__} {row!r:.40}"
             raise InputError(
-                f"{self}: expected a row of {len(self.names)} values {self.names}, got {len(row)}"
+                f"{self}: expected a row of {len(self.names)} values {self.names}, got {got}"
             )
+        for name, v in zip(self.names, row, strict=True):
+            if not (isinstance(v, str) and self.text_ok) and not _finite_number(v):
+                raise InputError(f"{self}: {name!r} must be a finite real number, got {v!r:.40}")
         self._write(row)
         self.rows_written += 1
 

@@ -144,6 +144,8 @@ class CsvSource(Source):
 class CsvSink(Sink):
     """Writes a header and one row per :meth:`write` into ``path`` (atomically, on close)."""
 
+    text_ok = True  # a time column may hold text (dates)
+
     def __init__(self, path: str | Path, names: Sequence[str]) -> None:
         self.names = list(names)
         self.target = AtomicFile(path)

@@ -7,6 +7,7 @@ Without a dataset path, a file that holds exactly one dataset uses it; a sink wr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,25 @@ def _dataset(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
 def _names(obj: Any) -> list[str]:
     cols = obj.attrs.get("columns")
     n = 1 if obj.ndim == 1 else obj.shape[1]
-    if cols is not None and len(cols) == n:
+    if cols is not None and np.ndim(cols) == 1 and len(cols) == n:  # else: not channel names
         return [c.decode() if isinstance(c, bytes) else str(c) for c in cols]
     return default_names(n)
+
+
+def _samplerate(obj: Any, where: str) -> float | None:
+    """The dataset's ``samplerate`` attribute in Hz (None when it has none)."""
+    rate = obj.attrs.get("samplerate")
+    if rate is None:
+        return None
+    try:
+        value = float(rate)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise InputError(
+            f"{where}: the 'samplerate' attribute must be a finite number of Hz > 0, got {rate!r:.80}"
+        )
+    return value
 
 
 def read_hdf5(path: str | Path, dataset: str | None = None) -> Signal:
@@ -83,8 +100,8 @@ def read_hdf5(path: str | Path, dataset: str | None = None) -> Signal:
     with f:
         data = as_table(np.asarray(obj[...]), f"{path}:{name}")
         names = _names(obj)
-        rate = obj.attrs.get("samplerate")
-    return Signal(data, names, None if rate is None else float(rate))
+        rate = _samplerate(obj, f"{path}:{name}")
+    return Signal(data, names, rate)
 
 
 class Hdf5Source(Source):
@@ -94,9 +111,12 @@ class Hdf5Source(Source):
         self.path = Path(path)
         self._file, self._obj, self.dataset = _dataset(self.path, dataset)
         self.where = f"{self.path}:{self.dataset}"
-        self.names = _names(self._obj)
-        rate = self._obj.attrs.get("samplerate")
-        self.samplerate = None if rate is None else float(rate)
+        try:
+            self.names = _names(self._obj)
+            self.samplerate = _samplerate(self._obj, self.where)
+        except BaseException:
+            self._file.close()
+            raise
 
     def _rows(self) -> Iterator[np.ndarray]:
         for a in range(0, len(self._obj), BLOCK):

@@ -20,8 +20,11 @@ BLOCK = 4096
 def _load(path: Path) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read NPY file {path}: {exc}") from None
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
+        raise InputError(f"cannot read NPY file {path}: {exc or type(exc).__name__}") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive under a .npy name
+        arr.close()
+        raise InputError(f"{path}: expected an NPY array, got an NPZ archive of {arr.files[:5]}")
     if arr.ndim not in (1, 2) or arr.dtype.kind not in "iuf":
         raise InputError(
             f"{path}: expected a numeric array of shape (T,) or (T, channels), "

@@ -19,6 +19,7 @@ improvement or when ``time_budget`` seconds have passed.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable
 from functools import partial
@@ -41,7 +42,16 @@ def as_series(model: Any, series: Any, columns: list[str] | None = None) -> list
         from kizzasi_lite.io.csv import read_csv
 
         series = read_csv(series, columns)[0]
-    items = [series] if isinstance(series, np.ndarray) or _is_matrix(series) else list(series)
+    if isinstance(series, np.ndarray) or _is_matrix(series) or _is_one_list(series, model):
+        items = [series]
+    else:
+        try:
+            items = list(series)
+        except TypeError:
+            raise InputError(
+                "series must be an array (T, input_dim), a list of them, or a CSV path; "
+                f"got {type(series).__name__}"
+            ) from None
     out = []
     d = model.config.input_dim
     for i, s in enumerate(items):
@@ -58,6 +68,18 @@ def as_series(model: Any, series: Any, columns: list[str] | None = None) -> list
 
 def _is_matrix(obj: Any) -> bool:
     return hasattr(obj, "shape") and len(obj.shape) == 2
+
+
+def _is_one_list(obj: Any, model: Any) -> bool:
+    """A list of numbers (T,) or of rows (T, input_dim): one series, as ``step`` takes lists."""
+    if not isinstance(obj, list | tuple) or not obj:
+        return False
+    first = obj[0]
+    if isinstance(first, numbers.Real):
+        return True  # (T,): a list of samples, not of series
+    d = model.config.input_dim
+    rows = isinstance(first, list | tuple) and len(first) == d
+    return rows and all(isinstance(v, numbers.Real) for v in first)
 
 
 def detach(tree: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +131,8 @@ def fit(
               "windows_per_stream": windows_per_stream, "patience": patience,
               "window": window, "max_steps_per_epoch": max_steps_per_epoch}  # fmt: skip
     rates = {"lr": lr, "weight_decay": weight_decay, "clip": clip, "time_budget": time_budget}
-    _check_options(model, objective, loss, counts, rates, val_fraction, seed)
+    _check_options(model, objective, loss, counts, rates, val_fraction, seed, freeze)
+    freeze = (freeze,) if isinstance(freeze, str) else tuple(freeze)  # one prefix, not its letters
     data = as_series(model, series, columns)
     if val_series is not None:
         train, val = data, as_series(model, val_series, columns)
@@ -124,7 +147,7 @@ def fit(
                 _init_highway(model, train, stride)
         rng = np.random.default_rng(model.config.seed if seed is None else seed)
         task = _Task(model, objective, loss, window or min(model.config.context_window, 128))
-        keys = [k for k in task.trainable_keys() if not k.startswith(tuple(freeze))]
+        keys = [k for k in task.trainable_keys() if not k.startswith(freeze)]
         opt = AdamW(lr=lr, weight_decay=weight_decay)
         history: dict[str, list] = {
             k: [] for k in ("epoch", "train_loss", "val_loss", "lr", "seconds")
@@ -176,7 +199,9 @@ def fit(
         raise
 
 
-def _check_options(model, objective, loss, counts: dict, rates: dict, val_fraction, seed) -> None:
+def _check_options(
+    model, objective, loss, counts: dict, rates: dict, val_fraction, seed, freeze
+) -> None:
     if objective not in ("next_step", "forecast"):
         raise ConfigError(f"objective must be 'next_step' or 'forecast', got {objective!r}")
     if objective == "forecast" and not model.config.forecast_horizon:
@@ -185,7 +210,7 @@ def _check_options(model, objective, loss, counts: dict, rates: dict, val_fracti
         raise ConfigError(
             "fit learns to predict the series itself: output_dim must equal input_dim"
         )
-    if not callable(loss) and loss not in LOSSES:
+    if not callable(loss) and not (isinstance(loss, str) and loss in LOSSES):
         raise ConfigError(f"loss must be one of {sorted(LOSSES)} or a callable, got {loss!r}")
     if callable(loss) and model.gaussian and objective == "next_step":
         raise ConfigError("the Gaussian head trains by its likelihood: a loss cannot be given")
@@ -202,6 +227,8 @@ def _check_options(model, objective, loss, counts: dict, rates: dict, val_fracti
             raise ConfigError(f"{name} must be a finite number {low}, got {v!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
+    if not isinstance(freeze, str | tuple | list) or not all(isinstance(f, str) for f in freeze):
+        raise ConfigError(f"freeze must be a tuple of parameter-name prefixes, got {freeze!r:.80}")
     if not val_fraction < 1.0:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
 

@@ -8,6 +8,7 @@ the first quarter of the buffer only warming the state up), with learning rate `
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -31,10 +32,13 @@ def update(
     model: Any, x: Any, *, lr: float = 1e-3, every: int = 16, buffer: int = 128
 ) -> np.ndarray:
     """Observe ``x`` (one stream, shape (D,)), return the next-step prediction, adapt the weights."""
-    if buffer < 8 or every < 1:
-        raise ConfigError(f"update needs buffer >= 8 and every >= 1, got {buffer}, {every}")
+    for name, v, low in (("buffer", buffer, 8), ("every", every, 1)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+            raise ConfigError(f"update needs {name} an integer >= {low}, got {v!r:.80}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not 0 < lr < math.inf:
+        raise ConfigError(f"update needs lr a finite number > 0, got {lr!r:.80}")
     d = model.config.input_dim
-    shape = np.shape(x)
+    shape = model._numeric(x, "x").shape
     if shape != (d,):
         raise InputError(f"update takes one sample of one stream, shape ({d},); got {shape}")
     y = model.step(x)

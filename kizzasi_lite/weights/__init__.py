@@ -9,6 +9,7 @@ safetensors, and returns a :class:`~kizzasi_lite.models.Backbone`.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,8 @@ _TRAINING_FIELDS = {
     "data": (lambda v: isinstance(v, str), "a string"),
     "samplerate": (lambda v: v is None or _is_number(v), "a number"),
     "trained": (lambda v: isinstance(v, bool), "true or false"),
-    "error_scale": (_numbers, "a list of numbers"),
+    "error_scale": (lambda v: _numbers(v) and all(0 < x < math.inf for x in v),
+                    "a list of numbers, finite and > 0 (one per channel)"),
     "anomaly_threshold": (lambda v: v is None or _is_number(v), "a number"),
     "anomaly_quantile": (_is_number, "a number"),
 }  # fmt: skip

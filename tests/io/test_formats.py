@@ -312,3 +312,55 @@ def test_written_files_get_the_umask_mode_not_0600(tmp_path, name):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644
     assert _leftovers(tmp_path) == []
+
+
+def test_npy_empty_files_and_npz_archives_are_input_errors(tmp_path):
+    p = tmp_path / "e.npy"
+    p.write_bytes(b"")  # EOFError from np.load
+    with pytest.raises(InputError, match=r"cannot read NPY file .*e\.npy"):
+        read_data(p)
+    np.savez(tmp_path / "z.npz", a=np.ones(3))
+    os.replace(tmp_path / "z.npz", p)  # AttributeError: an NpzFile has no ndim
+    with pytest.raises(InputError, match="NPZ archive"):
+        open_source(p)
+
+
+def test_hdf5_attributes_of_the_wrong_kind(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    p = tmp_path / "f.h5"
+    with h5py.File(p, "w") as f:
+        for name, rate in (("nan", np.nan), ("text", "fast"), ("many", [1, 2]), ("neg", -5.0)):
+            f[name] = np.zeros((3, 2))
+            f[name].attrs["samplerate"] = rate  # crashed later (int(nan)) or on float()
+        f["cols"] = np.zeros((3, 2))
+        f["cols"].attrs["columns"] = 5  # TypeError: len() of a scalar
+    for name in ("nan", "text", "many", "neg"):
+        with pytest.raises(InputError, match=rf"f\.h5:{name}: the 'samplerate' attribute"):
+            read_data(f"{p}:{name}")
+        with pytest.raises(InputError, match="samplerate"):
+            open_source(f"{p}:{name}")
+    assert read_data(f"{p}:cols").names == ["ch0", "ch1"]
+
+
+@pytest.mark.parametrize("name", ["o.csv", "o.npy", "o.jsonl", "o.wav", "o.flac", "o.h5"])
+def test_sinks_take_rows_of_finite_numbers_only(tmp_path, name):
+    if name.endswith((".wav", ".flac")):
+        pytest.importorskip("soundfile")
+    if name.endswith(".h5"):
+        pytest.importorskip("h5py")
+    target = tmp_path / name
+    # TypeError from len(), ValueError / TypeError at the flush, NaN written (AssertionError in
+    # FLAC), a number past float64
+    rows = [5, None, [1 + 1j, 1.0], [[1.0], 1.0], [np.nan, 1.0], [2**1100, 1], [None, 1.0]]
+    for row in rows + ([] if name.endswith(".csv") else [["zz", 1.0]]):  # CSV: text is a cell
+        with pytest.raises(InputError, match="expected a row|finite real number"):
+            with open_sink(target, ["a", "b"]) as sink:
+                sink.write(row)
+        assert not target.exists() and _leftovers(tmp_path) == []
+    for names, rate in ((["a", 1], None), ([], None), ("ab", None), (["a"], float("nan"))):
+        with pytest.raises(InputError, match="names|samplerate"):
+            open_sink(target, names, samplerate=rate)
+    with pytest.raises(InputError, match=r"shape \(T,\) or \(T, channels\)"):
+        write_table(target, np.array(5.0), ["a"])  # TypeError: iteration over a 0-d array
+    write_table(target, np.array([[1, 0.5], [True, np.float32(2)]], dtype=object), ["a", "b"])
+    assert read_data(target).data.shape == (2, 2)

@@ -323,3 +323,55 @@ def test_scores_of_an_empty_series_are_empty():
     assert s["score"].shape == (0,) and s["nll"].shape == (0,)
     assert s["prediction"].shape == (0, 2) and s["sigma"].shape == (0, 2)
     assert k.detect(np.zeros((0, 2)), threshold=1.0).shape == (0,)
+
+
+def test_update_detect_and_fit_refuse_arguments_of_the_wrong_kind():
+    k = small()
+    k.step(np.ones(2))
+    before = {key: np.array(v) for key, v in k.state.items()}
+    params = dict(k.params)
+    for options in ({"lr": float("nan")}, {"lr": -1.0}, {"every": 1.5}, {"buffer": 8.5},
+                    {"buffer": None}, {"every": "2"}):  # fmt: skip
+        # lr NaN made every weight NaN; the others were TypeErrors or silently accepted
+        with pytest.raises(ConfigError, match=next(iter(options))):
+            k.update(np.ones(2), **options)
+    with pytest.raises(InputError):  # ValueError from np.shape
+        k.update([[1.0, 2.0], [1.0]])
+    for key, v in k.state.items():
+        np.testing.assert_array_equal(np.asarray(v), before[key])
+    assert all(k.params[key] is params[key] for key in params)
+    for threshold in ("abc", [1.0], float("nan"), True):  # ValueError / TypeError / nothing flagged
+        with pytest.raises(InputError, match="threshold"):
+            k.detect(np.ones((5, 2)), threshold)
+    assert k.detect(np.ones((5, 2)), np.float32(-1.0)).tolist() == [0, 1, 2, 3, 4]
+    for series in (None, 1.0, True, object()):  # TypeError: not iterable
+        with pytest.raises(InputError, match="series must be"):
+            k.fit(series, verbose=False)
+
+
+def test_fit_takes_plain_lists_and_checks_freeze_and_loss():
+    x = sine(T=120)
+    for series, d in ((x.tolist(), 2), (x[:, 0].tolist(), 1)):  # were "series[0] ... got (2,)"
+        k = small(input_dim=d)
+        k.fit(series, epochs=1, window=16, verbose=False)
+        assert k.info["trained"]
+    k = small()
+    for freeze in (None, 5, ("head", 3)):  # TypeError: not iterable
+        with pytest.raises(ConfigError, match="freeze"):
+            k.fit(x, epochs=1, freeze=freeze, verbose=False)
+    with pytest.raises(ConfigError, match="loss"):  # TypeError: unhashable
+        k.fit(x, epochs=1, loss=["mse"], verbose=False)
+    before = {key: np.array(v) for key, v in k.params.items()}
+    # one prefix, not its letters ('b' froze the whole backbone)
+    k.fit(x, epochs=1, window=16, freeze="backbone.layers", val_fraction=0, verbose=False)
+    layers = [key for key in before if key.startswith("backbone.layers")]
+    assert all(np.array_equal(before[key], k.params[key]) for key in layers)
+    assert not np.array_equal(before["backbone.norm_f.weight"], k.params["backbone.norm_f.weight"])
+
+
+def test_scores_of_an_input_that_overflows_are_refused_and_forecast_takes_numpy_ints():
+    k = small(input_dim=1, forecast_horizon=4, forecast_lookback=8)
+    k.params["head.weight"] = k.xp.asarray(np.ones((1, 16), np.float32))
+    with pytest.raises(InputError, match="overflowed"):  # were NaN scores
+        k.score(np.array([[3e38], [-3e38], [3e38]]))
+    assert k.forecast(np.ones((10, 1)), np.int64(4)).shape == (4, 1)  # "must be in [1, 4], got 4"
