@@ -107,14 +107,17 @@ def _solve_active(xp, y, p, mu, fix, side, act, scale, reg, newton):
         if p.m:
             rhs = xp.concat([rhs, xp.zeros((y.shape[0], p.m, p.q), dtype=y.dtype)], axis=1)
         dx = xp.linalg.solve(K, rhs)[:, :C, :]  # (B, C, q)
-        jac = on_q[:, :, None] * xp.matmul(G, dx) + _diag(xp, 1.0 - on_q)  # (B, q, q)
+        # each equation in units of its own bound, so that the damping below is relative: a
+        # ball of radius 1e-2 (|dq/dμ| ~ 1e-6) had every Newton step halved by it
+        unit = xp.maximum(xp.maximum(xp.abs(vals), xp.abs(_finite(xp, p.qb))), 1e-300)  # (B, q)
+        jac = on_q[:, :, None] * xp.matmul(G, dx) / unit[:, :, None] + _diag(xp, 1.0 - on_q)
         # Levenberg-Marquardt damping: a quadratic whose value the other active constraints pin
         # down (a zero column) gets no step instead of an infinite one
         jt = xp.matrix_transpose(jac)
         jtj = xp.matmul(jt, jac)
         damp = 1e-12 * (1.0 + xp.sum(xp.sum(jtj * jtj, axis=-1), axis=-1))
         normal = jtj + damp[:, None, None] * _eye(xp, p.q, y)[None, :, :]
-        step = xp.linalg.solve(normal, -xp.matmul(jt, phi[:, :, None]))[:, :, 0]
+        step = xp.linalg.solve(normal, -xp.matmul(jt, (phi / unit)[:, :, None]))[:, :, 0]
         new = mu + on_q * step
         mu = xp.where(new < 0.0, 0.25 * mu, new)
     return x, lam, mu
