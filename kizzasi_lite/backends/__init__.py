@@ -146,10 +146,8 @@ def dtype_name(dtype: Any) -> str:
     """``"float32"`` / ``"float64"`` / ... for a dtype of any backend (remembered per dtype:
     NumPy's ``str(dtype)`` takes ~10 us, and the guardrails ask several times a call)."""
     key = (type(dtype), dtype)  # the type first: backends' dtypes may not compare with others'
-    try:
+    with contextlib.suppress(KeyError, TypeError):  # not seen yet, or not hashable
         return _DTYPE_NAMES[key]
-    except (KeyError, TypeError):  # not seen yet, or not hashable
-        pass
     text = str(dtype)
     names = ("bfloat16", "float16", "float32", "float64", "complex64", "complex128")
     name = next((n for n in names if n in text), text.rsplit(".", 1)[-1].strip("'>"))
