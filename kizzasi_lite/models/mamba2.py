@@ -978,17 +978,15 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
             raise WeightsError(
                 f"config.json: {name} must be a positive integer, got {declared[name]!r}"
             )
-    if "state_size" in declared:
-        n, source = declared["state_size"], f"config.json's state_size={declared['state_size']}"
-    elif "n_groups" in declared:
-        n, source = gn // declared["n_groups"], f"config.json's n_groups={declared['n_groups']}"
-    else:
-        n, source = _DEFAULT_STATE_SIZE, f"the default state_size={_DEFAULT_STATE_SIZE}"
-    if n < 1 or gn % n or ("n_groups" in source and n * declared["n_groups"] != gn):
+    name = "n_groups" if "n_groups" in declared and "state_size" not in declared else "state_size"
+    value = declared.get(name, _DEFAULT_STATE_SIZE)  # the other one is gn // value
+    if not gn or gn % value:
+        source = "config.json's" if name in declared else "the default"
         raise WeightsError(
             f"the weights have n_groups * state_size = {gn} (conv1d's channels less d_ssm, "
-            f"halved), which {source} does not divide"
+            f"halved), which {source} {name}={value} does not divide"
         )
+    n = value if name == "state_size" else gn // value
     inferred = {
         "hidden_size": hidden,
         "expand": d_inner // hidden,

@@ -466,13 +466,11 @@ def config_from_checkpoint(tensors: dict[str, Any], config_json: dict | None = N
     n_layers = 0
     while f"{pre}layers.{n_layers}.input_layernorm.weight" in tensors:
         n_layers += 1
-    q = tensors.get(f"{pre}layers.0.self_attn.q_proj.weight")
-    k = tensors.get(f"{pre}layers.0.self_attn.k_proj.weight")
-    gate = tensors.get(f"{pre}layers.0.mlp.gate_proj.weight")
-    if n_layers == 0 or q is None or k is None or gate is None:
+    parts = ("self_attn.q_proj", "self_attn.k_proj", "mlp.gate_proj")
+    q, k, gate = (f"{pre}layers.0.{m}.weight" for m in parts)  # names, then q and gate's tensors
+    if n_layers == 0 or any(name not in tensors for name in (q, k, gate)):
         raise WeightsError(f"checkpoint has no complete '{pre}layers.0' (attention and mlp)")
-    q = need(tensors, f"{pre}layers.0.self_attn.q_proj.weight", 2)  # its sizes are read below
-    gate = need(tensors, f"{pre}layers.0.mlp.gate_proj.weight", 2)
+    q, gate = need(tensors, q, 2), need(tensors, gate, 2)  # their sizes are read below
     if config_json is None or "num_attention_heads" not in config_json:
         raise ConfigError(
             "num_attention_heads: cannot be read from the weights; pass the config.json "

@@ -221,9 +221,10 @@ def _check_options(
     for name, v in {**rates, "val_fraction": val_fraction}.items():
         if name == "time_budget" and v is None:
             continue
-        low = "> 0" if name == "lr" else ">= 0"  # clip 0: no clipping
-        ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-        if not (ok and (v > 0 if name == "lr" else v >= 0)):
+        positive = name == "lr"  # the others may be 0 (clip 0: no clipping)
+        finite = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        if not finite or v < 0 or (positive and v == 0):
+            low = "> 0" if positive else ">= 0"
             raise ConfigError(f"{name} must be a finite number {low}, got {v!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
