@@ -59,7 +59,7 @@ from functools import partial
 from typing import Any
 
 from kizzasi_lite.autodiff import plain
-from kizzasi_lite.backends import loops_are_cheap, namespace
+from kizzasi_lite.backends import loops_are_cheap, namespace, plain_numpy
 from kizzasi_lite.errors import ConfigError, WeightsError
 from kizzasi_lite.models._common import (
     DictConfig,
@@ -472,27 +472,42 @@ def ssd_factored(
     xc = _chunks(xp, xp.reshape(x, (bsz, t, h * p)), nc, q)  # (B, NC, Q, H*P)
     e_in = xp.exp(m - cum)  # (B, NC, Q, H): exp(m - c_s), float64
     scaled = xp.astype(e_in * dtc, x.dtype)  # (B, NC, Q, H): exp(m - c_s) dt_s
-    xs = xp.reshape(xc, (bsz, nc, q, g, rp)) * spread(scaled)  # (B, NC, Q, G, R*P)
     z = xp.empty((bsz, nc, g, q + n, rp), dtype=x.dtype)  # per chunk: [X'; S']
-    z[:, :, :, :q, :] = xp.permute_dims(xs, (0, 1, 3, 2, 4))  # X'
+    into = plain_numpy(z)  # NumPy writes products in place, with no temporaries
+    xs = (xp.reshape(xc, (bsz, nc, q, g, rp)), spread(scaled))  # (B, NC, Q, G, R*P), X' = x s
+    if into:
+        xp.multiply(*xs, out=xp.permute_dims(z[:, :, :, :q, :], (0, 1, 3, 2, 4)))
+    else:
+        z[:, :, :, :q, :] = xp.permute_dims(xs[0] * xs[1], (0, 1, 3, 2, 4))
     bc = xp.permute_dims(_chunks(xp, bm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
     cc = xp.permute_dims(_chunks(xp, cm, nc, q), (0, 1, 3, 2, 4))  # (B, NC, G, Q, N)
     u = xp.matmul(xp.matrix_transpose(bc), z[:, :, :, :q, :])  # (B, NC, G, N, R*P)
 
-    # across chunks: chunk c reads S'_c = exp(m_c) S_c, S_c the state it starts from, and
-    # ends in S_{c+1} = exp(c_end - m_c) (exp(m_c) S_c + U_c), every factor within
-    # exp(+-span). A strong head reads S'_c = S_c (its inside outputs come apart, below).
+    # across chunks: chunk c reads S'_c = exp(r_c) S_c, S_c the state it starts from, with
+    # r_c = m_c, or 0 for a strong head (it reads S'_c = S_c; its inside outputs come apart,
+    # below); S_c ends in S_{c+1} = exp(c_end - m_c) (exp(m_c - r_c) S'_c + U_c): every factor
+    # within exp(+-span) (a product of two may not be), each made in float64 and rounded once
     m0 = m[:, :, 0, :]  # (B, NC, H)
-    into = xp.expand_dims(spread(exp(m0)), axis=-2)  # (B, NC, G, 1, R*P)
-    out_of = xp.expand_dims(spread(exp(end[:, :, 0, :] - m0)), axis=-2)  # (B, NC, G, 1, R*P)
-    read = into  # what chunk c reads: exp(m) S, or S for a strong head
-    if heads:
-        read = xp.expand_dims(spread(exp(xp.where(strong, xp.zeros_like(m0), m0))), axis=-2)
-    s = _to_rows(xp, h0, g)  # (B, G, N, R*P)
+    lift = xp.where(strong, xp.zeros_like(m0), m0) if heads else m0  # r_c
+    read = xp.expand_dims(spread(exp(lift)), axis=-2)  # (B, NC, G, 1, R*P): exp(r_c)
+    out_of = xp.expand_dims(spread(exp(end[:, :, 0, :] - m0)), axis=-2)  # exp(c_end - m_c)
+    keep = xp.expand_dims(spread(exp(m0 - lift)), axis=-2) if heads else None  # a strong decay
+    zs = z[:, :, :, q:, :]  # (B, NC, G, N, R*P): the states read, S'_c
+    zs[:, 0, ...] = _to_rows(xp, h0, g) * read[:, 0, ...]
+    s = xp.empty_like(zs[:, 0, ...])  # the state after the last chunk
     for c in range(nc):
-        z[:, c, :, q:, :] = s * read[:, c, ...]
-        s = (s * into[:, c, ...] if heads else z[:, c, :, q:, :]) + u[:, c, ...]
-        s = s * out_of[:, c, ...]
+        nxt = zs[:, c + 1, ...] if c + 1 < nc else s
+        src = zs[:, c, ...]
+        if not into:
+            src = src * keep[:, c, ...] if heads else src
+            nxt[...] = (src + u[:, c, ...]) * out_of[:, c, ...]
+        else:
+            if heads:
+                src = xp.multiply(src, keep[:, c, ...], out=nxt)
+            xp.add(src, u[:, c, ...], out=nxt)
+            xp.multiply(nxt, out_of[:, c, ...], out=nxt)
+        if c + 1 < nc:
+            nxt *= read[:, c + 1, ...]
     for k in heads:  # a strong head's X' out of the shared matmul
         z[:, :, k // r, :q, k % r * p : (k % r + 1) * p] = 0.0
 
@@ -512,9 +527,9 @@ def ssd_factored(
         e_k = xp.exp(c_k)  # (B, NC, K, Q): exp(c_l), float64
         for j, k in enumerate(heads):
             e_out[..., k] = e_k[:, :, j, :]
-    y = y * xp.repeat(xp.astype(e_out, x.dtype), p, axis=-1)  # the outputs' factors
+    y *= xp.repeat(xp.astype(e_out, x.dtype), p, axis=-1)  # the outputs' factors (y is new)
     if skip is not None:
-        y = y + xc * xp.repeat(skip, p)  # D x
+        y += xc * xp.repeat(skip, p)  # D x
     if heads:  # the strong heads' outputs from inside each chunk, from their own decays
         dt_k = rows(dtc)  # (B, NC, K, Q)
         cb_k = cb[:, :, :1, ...] if g == 1 else xp.take(cb, ks // r, axis=2)  # causal C B^T
