@@ -37,11 +37,12 @@ from kizzasi_lite.train.progress import Progress
 
 
 def as_series(model: Any, series: Any, columns: list[str] | None = None) -> list[np.ndarray]:
-    """One or many series -> a list of float64 arrays (T, input_dim); CSV paths are read."""
+    """One or many series -> a list of float64 arrays (T, input_dim); a path is read by
+    :func:`~kizzasi_lite.io.read_data` (CSV, audio, HDF5, .npy or JSON lines, by its suffix)."""
     if isinstance(series, str | Path):
-        from kizzasi_lite.io.csv import read_csv
+        from kizzasi_lite.io import read_data
 
-        series = read_csv(series, columns)[0]
+        series = read_data(series, columns).data
     if isinstance(series, np.ndarray) or _is_matrix(series) or _is_one_list(series, model):
         items = [series]
     else:
@@ -49,7 +50,7 @@ def as_series(model: Any, series: Any, columns: list[str] | None = None) -> list
             items = list(series)
         except TypeError:
             raise InputError(
-                "series must be an array (T, input_dim), a list of them, or a CSV path; "
+                "series must be an array (T, input_dim), a list of them, or a file's path; "
                 f"got {type(series).__name__}"
             ) from None
     out = []
@@ -113,12 +114,13 @@ def fit(
 ) -> dict[str, list]:
     """Train ``model`` on ``series`` and return the history (one entry per epoch).
 
-    ``series``: an array (T, input_dim), a list of them, or a CSV path (``columns`` picks
-    channels). ``val_series`` gives validation data explicitly instead of ``val_fraction``.
+    ``series``: an array (T, input_dim), a list of them, or a file's path in any format of
+    :func:`~kizzasi_lite.io.read_data` (``columns`` picks channels). ``val_series`` gives
+    validation data explicitly instead of ``val_fraction``.
     ``freeze``: parameter-name prefixes left as they are (e.g. ``("forecast.highway",)``).
     ``clip``: the largest global gradient norm (0: no clipping). Every count must be a positive
     integer (``window`` and ``max_steps_per_epoch`` may be None) and ``lr`` a number > 0, else
-    ``ConfigError``.
+    ``ConfigError``; NumPy integers and floats are taken as Python's.
     ``loss``: ``"mse"``, ``"mae"`` or ``"huber"`` in normalised units, or a callable
     ``loss(pred, target) -> scalar`` given both in the data's units, (B, T, C) (or (B, H, C) for
     the forecast objective), e.g. ``ConstraintAwareLoss(mse, guardrails, weight=10.0)`` to train
@@ -130,8 +132,13 @@ def fit(
     counts = {"epochs": epochs, "batch_size": batch_size, "stride": stride,
               "windows_per_stream": windows_per_stream, "patience": patience,
               "window": window, "max_steps_per_epoch": max_steps_per_epoch}  # fmt: skip
-    rates = {"lr": lr, "weight_decay": weight_decay, "clip": clip, "time_budget": time_budget}
-    _check_options(model, objective, loss, counts, rates, val_fraction, seed, freeze)
+    rates = {"lr": lr, "weight_decay": weight_decay, "clip": clip, "time_budget": time_budget,
+             "val_fraction": val_fraction}  # fmt: skip
+    counts, rates, seed = _check_options(model, objective, loss, counts, rates, seed, freeze)
+    epochs, batch_size, stride, windows_per_stream, patience, window, max_steps_per_epoch = (
+        counts.values()
+    )  # as Python numbers (NumPy's are taken too), the same order as above
+    lr, weight_decay, clip, time_budget, val_fraction = rates.values()
     freeze = (freeze,) if isinstance(freeze, str) else tuple(freeze)  # one prefix, not its letters
     data = as_series(model, series, columns)
     if val_series is not None:
@@ -200,8 +207,10 @@ def fit(
 
 
 def _check_options(
-    model, objective, loss, counts: dict, rates: dict, val_fraction, seed, freeze
-) -> None:
+    model, objective, loss, counts: dict, rates: dict, seed, freeze
+) -> tuple[dict, dict, int | None]:
+    """ConfigError for an option out of its range; else ``counts``, ``rates`` and ``seed`` as
+    Python numbers (NumPy integers and floats are numbers too), in their order."""
     if objective not in ("next_step", "forecast"):
         raise ConfigError(f"objective must be 'next_step' or 'forecast', got {objective!r}")
     if objective == "forecast" and not model.config.forecast_horizon:
@@ -214,24 +223,34 @@ def _check_options(
         raise ConfigError(f"loss must be one of {sorted(LOSSES)} or a callable, got {loss!r}")
     if callable(loss) and model.gaussian and objective == "next_step":
         raise ConfigError("the Gaussian head trains by its likelihood: a loss cannot be given")
+    counts, rates = dict(counts), dict(rates)
     for name, v in counts.items():
-        optional = name in ("window", "max_steps_per_epoch") and v is None
-        if not optional and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+        if name in ("window", "max_steps_per_epoch") and v is None:
+            continue
+        if not _is_integer(v) or v < 1:
             raise ConfigError(f"{name} must be a positive integer, got {v!r}")
-    for name, v in {**rates, "val_fraction": val_fraction}.items():
+        counts[name] = int(v)
+    for name, v in rates.items():
         if name == "time_budget" and v is None:
             continue
         positive = name == "lr"  # the others may be 0 (clip 0: no clipping)
-        finite = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        finite = isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
         if not finite or v < 0 or (positive and v == 0):
             low = "> 0" if positive else ">= 0"
             raise ConfigError(f"{name} must be a finite number {low}, got {v!r}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        rates[name] = float(v)
+    if seed is not None and (not _is_integer(seed) or seed < 0):
         raise ConfigError(f"seed must be a non-negative integer or None, got {seed!r}")
     if not isinstance(freeze, str | tuple | list) or not all(isinstance(f, str) for f in freeze):
         raise ConfigError(f"freeze must be a tuple of parameter-name prefixes, got {freeze!r:.80}")
-    if not val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    if not rates["val_fraction"] < 1.0:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {rates['val_fraction']!r}")
+    return counts, rates, None if seed is None else int(seed)
+
+
+def _is_integer(v: Any) -> bool:
+    """An integer of Python or NumPy, not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)
 
 
 def _check_validation(model: Any, objective: str, val: list[np.ndarray]) -> None:

@@ -290,6 +290,34 @@ def test_fit_rejects_every_bad_number_before_training(options):
         k.fit(sine(T=200), epochs=1, verbose=False, **options)
 
 
+def test_fit_takes_numpy_numbers_as_python_ones(tmp_path):
+    """Counts and rates of NumPy types (an ``np.int64`` epoch count from a sweep, an
+    ``np.float32`` rate) train as the same Python numbers do; they were refused."""
+    py = dict(epochs=2, batch_size=4, window=32, lr=3e-3, clip=1.0, val_fraction=0.25, seed=3)
+    as_np = {k: (np.int64(v) if isinstance(v, int) else np.float64(v)) for k, v in py.items()}
+    as_np["lr"] = np.float32(2**-8)  # exactly representable: the same rate in both runs
+    py["lr"] = 2**-8
+    a, b = small(), small()
+    ha = a.fit(sine(T=400), verbose=False, **py)
+    hb = b.fit(sine(T=400), verbose=False, **as_np)
+    assert ha == {**hb, "seconds": ha["seconds"]}
+    assert all(type(v) is float for v in hb["lr"])
+    b.save_pretrained(tmp_path / "m")  # training.json holds Python numbers only
+    assert Kizzasi.from_pretrained(tmp_path / "m").info["trained"]
+
+
+def test_fit_reads_a_path_in_any_format_it_knows(tmp_path):
+    """A ``.npy`` path is read as the array it holds (it was parsed as CSV and refused)."""
+    x = sine(T=300)
+    np.save(tmp_path / "x.npy", x)
+    a, b = small(), small()
+    ha = a.fit(x, epochs=1, batch_size=4, window=32, verbose=False)
+    hb = b.fit(str(tmp_path / "x.npy"), epochs=1, batch_size=4, window=32, verbose=False)
+    assert ha == {**hb, "seconds": ha["seconds"]}
+    with pytest.raises(InputError, match="suffix '.txt'"):
+        small().fit(tmp_path / "x.txt")
+
+
 def test_an_interrupted_fit_leaves_the_model_as_it_was():
     from kizzasi_lite.train.losses import mse
 
