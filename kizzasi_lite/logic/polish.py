@@ -85,8 +85,14 @@ def _kkt_solve(xp, y, p, mu, fix, side, reg):
 
 def _solve_active(xp, y, p, mu, fix, side, act, scale, reg, newton):
     """The exact solution of the active set: linear KKT solves inside Newton's method on the
-    active quadratic multipliers (``φ_j(μ) = q_j(x(μ)) - b_j = 0``; safeguarded to stay >= 0)."""
-    C, best, stall = y.shape[1], math.inf, 0
+    active quadratic multipliers (``φ_j(μ) = q_j(x(μ)) - b_j = 0``; safeguarded to stay >= 0).
+    Each stream stops on its own, converged or without progress: a batch's slowest stream
+    never cuts another's iterations short (one left the others uncertified, and a feasible
+    stream was called infeasible in a batch but projected alone)."""
+    B, C = y.shape
+    best = xp.full((B,), math.inf, dtype=y.dtype)
+    stall = xp.zeros((B,), dtype=y.dtype)
+    going = stall == 0  # (B,): streams whose multipliers still move
     for _ in range(newton if p.q else 1):
         x, lam, K, free = _kkt_solve(xp, y, p, mu, fix, side, reg)
         if not p.q:
@@ -96,12 +102,12 @@ def _solve_active(xp, y, p, mu, fix, side, act, scale, reg, newton):
         vals = xp.stack([_quad_value(xp, x, qd) for qd in p.quads], axis=-1)  # (B, q)
         phi = on_q * (vals - _finite(xp, p.qb))  # (B, q)
         size = xp.abs(vals) + xp.abs(_finite(xp, p.qb)) + 1.0
-        worst = float(xp.max(xp.abs(phi) / size))
-        if worst <= 4e-16:
-            break
-        stall = stall + 1 if worst > 0.5 * best else 0
-        best = min(best, worst)
-        if stall >= 3:  # no progress: rounding level, or an active set without a solution
+        worst = xp.max(xp.abs(phi) / size, axis=-1)  # (B,)
+        stall = xp.where(worst > 0.5 * best, stall + 1.0, 0.0)
+        best = xp.minimum(best, worst)
+        # converged, or no progress: rounding level, or an active set without a solution
+        going = going & (worst > 4e-16) & (stall < 3.0)
+        if not _any(xp, going):
             break
         rhs = -free[:, :, None] * xp.matrix_transpose(G)  # (B, C, q): d/dμ_j of the x rows
         if p.m:
@@ -119,7 +125,7 @@ def _solve_active(xp, y, p, mu, fix, side, act, scale, reg, newton):
         normal = jtj + damp[:, None, None] * _eye(xp, p.q, y)[None, :, :]
         step = xp.linalg.solve(normal, -xp.matmul(jt, (phi / unit)[:, :, None]))[:, :, 0]
         new = mu + on_q * step
-        mu = xp.where(new < 0.0, 0.25 * mu, new)
+        mu = xp.where(going[:, None], xp.where(new < 0.0, 0.25 * mu, new), mu)
     return x, lam, mu
 
 
@@ -129,8 +135,9 @@ def _proposals(xp, y, p, x, lam, mu, fix, side, act, eq):
     s = x - y  # stationarity without the box: nu = -s on fixed channels
     if p.m:
         s = s + xp.matmul(lam, p.A)
-    for j, qd in enumerate(p.quads):
-        s = s + mu[:, j : j + 1] * _quad_grad(xp, x, qd)
+    grads = [_quad_grad(xp, x, qd) for qd in p.quads]
+    for j, g in enumerate(grads):
+        s = s + mu[:, j : j + 1] * g
     scale_x = xp.maximum(xp.abs(_finite(xp, p.U)) + xp.abs(_finite(xp, p.L)), 1.0)
     drop = ((fix > 0) & (s > 0)) | ((fix < 0) & (s < 0))
     over, under = (x - p.U) / scale_x, (p.L - x) / scale_x
@@ -157,7 +164,28 @@ def _proposals(xp, y, p, x, lam, mu, fix, side, act, eq):
         new_act = xp.where((act > 0) & (gap < -1e-13), 0.0, act)  # cannot reach its bound
         new_act = xp.where((new_act == 0) & (gap > 1e-13), 1.0, new_act)
         score.append(xp.where(new_act != act, xp.abs(gap), 0.0))
+        new_fix, score[0] = _release(xp, grads, gap, fix, act, new_fix, score)
     return new_fix, new_side, new_act, xp.concat(score, axis=1)
+
+
+def _release(xp, grads, gap, fix, act, new_fix, score):
+    """Box channels to release where nothing else changes but an active quadratic stays
+    violated: the fixed channels keep it out of reach, so its multiplier would be infinite, and
+    in that limit a fixed channel's box multiplier takes the sign of the quadratic's slope; the
+    channels whose release lowers it leave their bounds (a far prediction fixed every channel
+    at a box corner outside a ball, and Dykstra crept up on the ball's multiplier for thousands
+    of cycles before the set was called empty). Returns the box's masks and scores."""
+    none = xp.all(score[0] <= 0, axis=-1)  # (B,): no change proposed
+    for v in score[1:]:
+        none = none & xp.all(v <= 0, axis=-1)
+    release = xp.zeros_like(fix) > 0
+    for j, g in enumerate(grads):
+        out = (act[:, j : j + 1] > 0) & (gap[:, j : j + 1] > 1e-13) & none[:, None]
+        release = release | (out & (((fix > 0) & (g > 0)) | ((fix < 0) & (g < 0))))
+    slope = xp.zeros_like(fix)
+    for g in grads:
+        slope = xp.maximum(slope, xp.abs(g))
+    return xp.where(release, 0.0, new_fix), xp.where(release, slope, score[0])
 
 
 def polish(xp, y, p, st: _State, scale, *, rounds: int = 12, newton: int = 30):

@@ -417,3 +417,94 @@ def test_a_box_that_cuts_a_small_ball_is_projected_and_certified():
     assert report.status == ["projected", "projected"] and max(report.error_bound) <= 1e-9
     rest = y[1, 1:] * 0.006 / np.linalg.norm(y[1, 1:])  # x0 at its bound, the rest on the ball
     np.testing.assert_allclose(out[1], [-0.008, *rest], rtol=1e-9)
+
+
+def _box_ball_projection(y, lo, hi, center, r):
+    """The projection of ``y`` onto [lo, hi]^C ∩ {|x - center| <= r}, independently: the KKT
+    point is ``x(μ) = clip((y + μ center) / (1 + μ), lo, hi)`` with ``|x(μ) - center|``
+    decreasing in ``μ >= 0``; its root by bisection (to float64 resolution)."""
+
+    def x_of(mu):
+        return np.clip((y + mu * center) / (1.0 + mu), lo, hi)
+
+    if np.linalg.norm(x_of(0.0) - center) <= r:
+        return x_of(0.0)
+    a, b = 0.0, 1.0
+    while np.linalg.norm(x_of(b) - center) > r:
+        a, b = b, 2.0 * b
+    for _ in range(200):
+        mid = 0.5 * (a + b)
+        if mid in (a, b):
+            break
+        a, b = (mid, b) if np.linalg.norm(x_of(mid) - center) > r else (a, mid)
+    return x_of(b)
+
+
+def test_a_far_prediction_onto_a_box_cutting_a_small_ball_is_projected():
+    """A prediction ~2000 times the set's size away, onto a box whose nearest corner lies outside
+    a ball: every channel came out fixed at that corner, where the ball cannot be reached, so
+    the polish found nothing to change and Dykstra crept up on the ball's multiplier (0.13,
+    0.38, 0.88, ... of the ~1e3 needed) until its 4000 cycles were spent, and the feasible set
+    was reported empty (GuardrailInfeasibleError after ~0.9 s). The channels whose release
+    lowers the ball's value now leave the corner."""
+    lo, hi, r = -0.015498624931204647, 0.023404661933947014, 0.03548695447042515
+    c = np.array([-0.01490306, -0.02244627, 0.00207175, 0.02123003])
+    y = np.array([45.89914222, -34.22688045, 68.13628922, 66.4628798])
+    rails = GuardrailSet().add([Range(lo, hi), Quadratic(np.eye(4).tolist(), (-2 * c).tolist(),
+                                                         r * r - c @ c)])  # fmt: skip
+    out, report = rails.enforce(y)
+    assert report.status == ["projected"] and report.error_bound[0] <= 1e-9
+    np.testing.assert_allclose(out, _box_ball_projection(y, lo, hi, c, r), rtol=0, atol=1e-12)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(2, 6), st.floats(-2.0, 1.0), st.floats(0.0, 3.5), st.integers(0, 2**32 - 1))
+def test_box_and_ball_projections_equal_the_independent_solution(c, log_r, log_far, seed):
+    """Any box cutting a ball (its nearest point to the center well inside the ball), and a
+    prediction up to ~3000 times the set's size away: projected, certified, and equal to the
+    bisection on the ball's multiplier; never called infeasible."""
+    rng = np.random.default_rng(seed)
+    r = 10.0**log_r
+    lo, hi = -r * rng.uniform(0.2, 1.0), r * rng.uniform(0.2, 1.0)
+    center = rng.uniform(lo, hi, size=c) * 1.5  # often outside the box
+    if np.linalg.norm(np.clip(center, lo, hi) - center) >= 0.9 * r:  # then the box may miss it
+        center = np.clip(center, lo, hi)
+    y = center + rng.normal(size=c) * r * 10.0**log_far
+    rails = GuardrailSet().add([Range(lo, hi), Quadratic(np.eye(c).tolist(),
+                                (-2 * center).tolist(), r * r - center @ center)])  # fmt: skip
+    out, report = rails.enforce(y)
+    assert report.status[0] in ("projected", "feasible")
+    assert report.error_bound[0] <= 1e-7 * (1.0 + np.abs(y).max())
+    expect = _box_ball_projection(y, lo, hi, center, r)
+    np.testing.assert_allclose(out, expect, rtol=0, atol=1e-7 * (1.0 + np.abs(y).max()))
+
+
+def test_a_stream_projects_in_a_batch_as_it_does_alone():
+    """Box, two ellipsoids and a half-space on 3 channels; three far predictions. Each projected
+    alone, but in the batch stream 0 was called infeasible after the 4000-cycle budget: the
+    polish's Newton on the multipliers stopped for every stream when the slowest stalled."""
+    lo, hi = [-31.285060884337376, -13.858544148794428, -6.973393456541294], [
+        18.31113564047983, 30.08844240566348, 7.310883133870606]  # fmt: skip
+    q1 = [[1.8293808831001308, 1.664398759311329, 0.21888873684160726],
+          [1.664398759311329, 1.9798981159962492, 0.3177604816791744],
+          [0.21888873684160726, 0.3177604816791744, 0.18305688834403477]]  # fmt: skip
+    q2 = [[0.50768839313367942, 0.081050326892189412, -0.77320878563622164],
+          [0.081050326892189412, 0.31011583110258284, -0.0017251446505229969],
+          [-0.77320878563622164, -0.0017251446505229969, 3.1087935219367333]]  # fmt: skip
+    rails = GuardrailSet().add([
+        *(Range(a, b, channel=c) for c, (a, b) in enumerate(zip(lo, hi, strict=True))),
+        Quadratic(q1, [-134.4434217546487, -141.54562434282872, -18.8759876228882],
+                  -1501.06793534165),
+        Quadratic(q2, [-16.694324251203227, 1.9319845924906656, 52.98655440318144],
+                  500.51285163532765),
+        Linear([1.0705987121556995, 0.2860495828552623, 0.37149255209736765], 17.593802370413997),
+    ])  # fmt: skip
+    y = np.array([[-109149.38065603781, 43888.81078288762, 4486.730683417703],
+                  [3950.2083195977075, -64374.55534097987, 59900.65944462554],
+                  [-28634.568537692034, 26774.051932394097, -59286.539126093136]])  # fmt: skip
+    out, report = rails.enforce(y)
+    assert report.status == ["projected"] * 3
+    for b in range(3):
+        alone, one = rails.enforce(y[b])
+        assert one.status == ["projected"]
+        np.testing.assert_allclose(out[b], alone, rtol=0, atol=1e-7 * np.abs(y[b]).max())
