@@ -164,7 +164,8 @@ def _proposals(xp, y, p, x, lam, mu, fix, side, act, eq):
         new_act = xp.where((act > 0) & (gap < -1e-13), 0.0, act)  # cannot reach its bound
         new_act = xp.where((new_act == 0) & (gap > 1e-13), 1.0, new_act)
         score.append(xp.where(new_act != act, xp.abs(gap), 0.0))
-        new_fix, score[0] = _release(xp, grads, gap, fix, act, new_fix, score)
+        movable = xp.where(p.L == p.U, 0.0, fix)  # an equality channel stays fixed
+        new_fix, score[0] = _release(xp, grads, gap, movable, act, new_fix, score)
     return new_fix, new_side, new_act, xp.concat(score, axis=1)
 
 
@@ -174,7 +175,8 @@ def _release(xp, grads, gap, fix, act, new_fix, score):
     in that limit a fixed channel's box multiplier takes the sign of the quadratic's slope; the
     channels whose release lowers it leave their bounds (a far prediction fixed every channel
     at a box corner outside a ball, and Dykstra crept up on the ball's multiplier for thousands
-    of cycles before the set was called empty). Returns the box's masks and scores."""
+    of cycles before the set was called empty). ``fix``: the box's mask, 0 on channels that
+    must stay as they are. Returns the box's new masks and scores."""
     none = xp.all(score[0] <= 0, axis=-1)  # (B,): no change proposed
     for v in score[1:]:
         none = none & xp.all(v <= 0, axis=-1)
