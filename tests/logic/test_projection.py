@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -479,32 +481,74 @@ def test_box_and_ball_projections_equal_the_independent_solution(c, log_r, log_f
     np.testing.assert_allclose(out, expect, rtol=0, atol=1e-7 * (1.0 + np.abs(y).max()))
 
 
-def test_a_stream_projects_in_a_batch_as_it_does_alone():
-    """Box, two ellipsoids and a half-space on 3 channels; three far predictions. Each projected
-    alone, but in the batch stream 0 was called infeasible after the 4000-cycle budget: the
-    polish's Newton on the multipliers stopped for every stream when the slowest stalled."""
-    lo, hi = [-31.285060884337376, -13.858544148794428, -6.973393456541294], [
-        18.31113564047983, 30.08844240566348, 7.310883133870606]  # fmt: skip
-    q1 = [[1.8293808831001308, 1.664398759311329, 0.21888873684160726],
-          [1.664398759311329, 1.9798981159962492, 0.3177604816791744],
-          [0.21888873684160726, 0.3177604816791744, 0.18305688834403477]]  # fmt: skip
-    q2 = [[0.50768839313367942, 0.081050326892189412, -0.77320878563622164],
-          [0.081050326892189412, 0.31011583110258284, -0.0017251446505229969],
-          [-0.77320878563622164, -0.0017251446505229969, 3.1087935219367333]]  # fmt: skip
-    rails = GuardrailSet().add([
-        *(Range(a, b, channel=c) for c, (a, b) in enumerate(zip(lo, hi, strict=True))),
-        Quadratic(q1, [-134.4434217546487, -141.54562434282872, -18.8759876228882],
-                  -1501.06793534165),
-        Quadratic(q2, [-16.694324251203227, 1.9319845924906656, 52.98655440318144],
-                  500.51285163532765),
-        Linear([1.0705987121556995, 0.2860495828552623, 0.37149255209736765], 17.593802370413997),
-    ])  # fmt: skip
-    y = np.array([[-109149.38065603781, 43888.81078288762, 4486.730683417703],
-                  [3950.2083195977075, -64374.55534097987, 59900.65944462554],
-                  [-28634.568537692034, 26774.051932394097, -59286.539126093136]])  # fmt: skip
+# Sets found by a seeded random search (tests/logic/data/hard_projections.json says how): boxes
+# cut by one or two ellipsoids, sometimes a half-space, predictions far outside. On each the
+# polished Dykstra iteration called the feasible set empty or left a stream uncertified, after
+# up to 5 s; some only in a batch (the polish's Newton stopped for every stream when one stalled)
+HARD = json.loads((Path(__file__).parent / "data" / "hard_projections.json").read_text())["cases"]
+
+
+def _hard_constraints(case: dict) -> list:
+    cons = [Range(a, b, channel=c) for c, (a, b) in enumerate(zip(case["lo"], case["hi"],
+                                                                 strict=True))]  # fmt: skip
+    cons += [Quadratic(qd["Q"], qd["c"], qd["b"]) for qd in case["quadratics"]]
+    if case["half_space"]:
+        cons.append(Linear(case["half_space"]["a"], case["half_space"]["b"]))
+    return cons
+
+
+@pytest.mark.parametrize("case", HARD, ids=[c["found"] for c in HARD])
+def test_hard_sets_are_projected_certified_and_alike_in_a_batch(case):
+    """Every stream projected and certified, as it is when alone, and equal to Clarabel's."""
+    cons, y = _hard_constraints(case), np.array(case["y"])
+    rails = GuardrailSet().add(cons)
     out, report = rails.enforce(y)
-    assert report.status == ["projected"] * 3
-    for b in range(3):
+    scale = 1.0 + np.abs(y).max(axis=1)
+    assert report.status == ["projected"] * len(y)
+    assert all(e <= 1e-7 * s for e, s in zip(report.error_bound, scale, strict=True))
+    for b in range(len(y)):
         alone, one = rails.enforce(y[b])
         assert one.status == ["projected"]
-        np.testing.assert_allclose(out[b], alone, rtol=0, atol=1e-7 * np.abs(y[b]).max())
+        np.testing.assert_allclose(out[b], alone, rtol=0, atol=1e-7 * scale[b])
+        ref, status = reference(y[b], cons, y.shape[1])
+        np.testing.assert_allclose(out[b], ref, rtol=0, atol=1e-6 * scale[b])
+
+
+def _problem(rails, y):
+    """The batched Problem that ``rails.enforce`` solves for ``y`` (B, C), in float64."""
+    from kizzasi_lite.backends import namespace
+    from kizzasi_lite.logic.compiled import arrays, problem
+
+    xp = namespace(y)
+    comp = rails.compiled(y.shape[1])
+    arr = arrays(comp, xp, xp.float64)
+    bounds = {k: xp.broadcast_to(arr[k][None, :], y.shape) for k in ("L", "U")}
+    return problem(comp, xp, xp.float64, y.shape[0], **bounds, skip=set())
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_the_interior_point_method_alone_is_certified(xp, seed):
+    """The fallback by itself, on random sets (boxes with a pinned channel, equality and
+    inequality slabs, an ellipsoid) and predictions near and far: its answers are feasible and
+    certified, and equal the polished Dykstra iteration's, on every backend with float64."""
+    from kizzasi_lite.logic.interior import interior_point
+    from kizzasi_lite.logic.projection import certificate, violation
+
+    if not hasattr(xp, "float64"):
+        pytest.skip("no float64 here: the solver works in float64")
+    rng = np.random.default_rng(seed)
+    C = int(rng.integers(2, 6))
+    cons, x0 = random_set(rng, C)
+    cons.append(Range(float(x0[0]), float(x0[0]), channel=0))  # x0 = its value, exactly
+    rails = GuardrailSet().add(cons)
+    y_np = x0 + rng.normal(size=(5, C)) * np.array([[0.5], [2.0], [10.0], [100.0], [1e3]])
+    expect, report = rails.enforce(y_np)
+    assert report.status == ["projected"] * 5
+    y = xp.asarray(y_np, dtype=xp.float64)
+    p = _problem(rails, y)
+    x, lam, mu = interior_point(xp, y, p, y)
+    bound = to_numpy(certificate(xp, y, x, lam, mu, p)[0])
+    scale = 1.0 + np.abs(y_np).max(axis=1)
+    assert np.all(to_numpy(violation(xp, x, p)) <= 1e-12)
+    assert np.all(bound <= 1e-7 * scale)
+    np.testing.assert_allclose(to_numpy(x), expect, rtol=0, atol=1e-7 * scale.max())
