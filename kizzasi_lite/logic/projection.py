@@ -482,7 +482,15 @@ def project(
     st = _State(y, zero, [zeros_m[:, :1] for _ in rows], [zero] * p.q, [y] * p.q)
     done = keep | box_bad
     bad = box_bad
-    x_out, lam_out, mu_out, nu_out = y, zeros_m, zeros_q, zero
+    out = (y, zeros_m, zeros_q, zero)  # the certified (x, lam, mu, nu) so far
+
+    def certified(x: Any, lam: Any, mu: Any) -> tuple[Any, tuple]:
+        """The streams not yet done whose candidate is feasible and certified, and the
+        candidate with its multipliers as the certificate used them."""
+        bound, lam, nu = certificate(xp, y, x, lam, mu, p)
+        ok = (violation(xp, x, p) <= feas_tol) & (bound <= dist_tol * scale) & ~done
+        return ok, (x, lam, mu, nu)
+
     weights: dict = {}
     # one slab or quadratic set and no box: a Dykstra cycle is its exact projection, no polish
     single = p.m + p.q == 1 and not _any(xp, xp.isfinite(p.L) | xp.isfinite(p.U))
@@ -496,23 +504,13 @@ def project(
             )
         except Exception:  # a singular active set on a backend that raises: keep iterating
             x, lam, mu = _dykstra_answer(xp, st, p, zeros_m)
-        bound, lam, nu = certificate(xp, y, x, lam, mu, p)
-        ok = (violation(xp, x, p) <= feas_tol) & (bound <= dist_tol * scale) & ~done
-        x_out = xp.where(ok[:, None], x, x_out)
-        lam_out = xp.where(ok[:, None], lam, lam_out)
-        mu_out = xp.where(ok[:, None], mu, mu_out)
-        nu_out = xp.where(ok[:, None], nu, nu_out)
-        done = done | ok
+        ok, cand = certified(x, lam, mu)
+        lam, nu = cand[1], cand[3]  # as the certificate used them
+        out, done = _take(xp, out, cand, ok), done | ok
         if it >= _INTERIOR_AFTER and not single and not tried and not bool(xp.all(done)):
             tried = True  # streams the polish cycles on: once, by the interior-point method
-            ix, ilam, imu = interior_point(xp, y, p, y)
-            bound, ilam, inu = certificate(xp, y, ix, ilam, imu, p)
-            ok = (violation(xp, ix, p) <= feas_tol) & (bound <= dist_tol * scale) & ~done
-            x_out = xp.where(ok[:, None], ix, x_out)
-            lam_out = xp.where(ok[:, None], ilam, lam_out)
-            mu_out = xp.where(ok[:, None], imu, mu_out)
-            nu_out = xp.where(ok[:, None], inu, nu_out)
-            done = done | ok
+            ok, cand = certified(*interior_point(xp, y, p, y))
+            out, done = _take(xp, out, cand, ok), done | ok
         if it >= 16:
             infeasible, w = _farkas(xp, p, before, st, rows)
             infeasible = infeasible & ~done
@@ -529,10 +527,7 @@ def project(
         v_dyk, v_pol = violation(xp, st.x, p), violation(xp, x, p)
         cand = xp.where((v_pol <= v_dyk)[:, None], x, st.x)
         fine = left & (xp.minimum(v_pol, v_dyk) <= keep_tol)
-        x_out = xp.where(fine[:, None], cand, x_out)
-        lam_out = xp.where(fine[:, None], lam, lam_out)
-        mu_out = xp.where(fine[:, None], mu, mu_out)
-        nu_out = xp.where(fine[:, None], nu, nu_out)
+        out = _take(xp, out, (cand, lam, mu, nu), fine)
         stuck = left & ~fine
         if _any(xp, stuck):
             bad = bad | stuck
@@ -549,12 +544,18 @@ def project(
         uncertified = fine
     else:
         uncertified = xp.zeros_like(keep)
+    x_out, lam_out, mu_out, nu_out = out
     x_out = xp.where(keep[:, None], y, x_out)
     sol = _finish(xp, y, x_out, original, keep, bad, box_bad, lam_out, mu_out, nu_out, weights, it)
     for b, flag in enumerate(host_bools(uncertified)):
         if flag:
             sol.status[b] = "uncertified"
     return sol
+
+
+def _take(xp: Any, out: tuple, cand: tuple, ok: Any) -> tuple:
+    """``out``'s arrays with the streams ``ok`` (B,) taken from ``cand``'s."""
+    return tuple(xp.where(ok[:, None], c, o) for c, o in zip(cand, out, strict=True))
 
 
 def _dykstra_answer(xp: Any, st: _State, p: Problem, zeros_m: Any) -> tuple[Any, Any, Any]:
