@@ -26,10 +26,10 @@ from kizzasi_lite.logic.polish import _diag
 from kizzasi_lite.logic.projection import Problem, _finite, _quad_grad, _quad_value
 
 
-def interior_point(xp: Any, y: Any, p: Problem, x0: Any, *, iters: int = 100) -> tuple:
-    """``(x, lam, mu)`` for every stream of ``y`` (B, C), from ``x0`` (B, C) (any point: the
-    start need not be feasible); ``lam`` (B, m) and ``mu`` (B, q) as :func:`certificate` reads
-    them (a slab's multiplier signed by its side)."""
+def interior_point(xp: Any, y: Any, p: Problem, *, iters: int = 100) -> tuple:
+    """``(x, lam, mu)`` for every stream of ``y`` (B, C), started from ``y`` itself (the start
+    need not be feasible); ``lam`` (B, m) and ``mu`` (B, q) as :func:`certificate` reads them
+    (a slab's multiplier signed by its side)."""
     B, C = y.shape
     m, q = p.m, p.q
     one = xp.ones((B, 1), dtype=y.dtype)
@@ -45,6 +45,12 @@ def interior_point(xp: Any, y: Any, p: Problem, x0: Any, *, iters: int = 100) ->
     on = xp.astype(xp.concat(on, axis=1), y.dtype)  # (B, n): 1 where the inequality exists
     e_on = xp.astype(xp.concat(eq_on, axis=1), y.dtype)  # (B, C + m)
     eye = xp.eye(C, dtype=y.dtype)
+    # the linear sides a . x <= b, fixed: box upper and lower, then slab upper and lower
+    lin = xp.concat([eye, -eye] + ([p.A, -p.A] if m else []), axis=0)  # (k, C)
+    b_lin = [_finite(xp, p.U), -_finite(xp, p.L)]
+    b_lin = xp.concat(b_lin + ([_finite(xp, p.u), -_finite(xp, p.l)] if m else []), axis=1)
+    k = lin.shape[0]
+    G_lin = xp.broadcast_to(lin[None, :, :], (B, k, C)) * on[:, :k, None]  # (B, k, C)
     rows = [xp.broadcast_to(eye[None, :, :], (B, C, C))]  # the equality rows: pinned channels,
     if m:  # then equality slabs
         rows.append(xp.broadcast_to(p.A[None, :, :], (B, m, C)))
@@ -52,26 +58,19 @@ def interior_point(xp: Any, y: Any, p: Problem, x0: Any, *, iters: int = 100) ->
     target = [_finite(xp, p.L)] + ([_finite(xp, p.l)] if m else [])
     target = xp.concat(target, axis=1) * e_on  # (B, C + m)
     fill = xp.astype(e_on == 0, y.dtype)  # inactive equality rows solve to a zero step
+    n, ne = on.shape[1], E.shape[1]
+    zeros_ze = xp.zeros((B, n, ne), dtype=y.dtype)  # the Newton matrix's empty blocks
+    zeros_ez = xp.zeros((B, ne, n), dtype=y.dtype)
 
     def g_and_jac(x: Any) -> tuple[Any, Any]:
-        g = [x - _finite(xp, p.U), _finite(xp, p.L) - x]
-        jac = [
-            xp.broadcast_to(eye[None, :, :], (B, C, C)),
-            xp.broadcast_to(-eye[None, :, :], (B, C, C)),
-        ]
-        if m:
-            t = xp.matmul(x, xp.matrix_transpose(p.A))  # (B, m)
-            g += [t - _finite(xp, p.u), _finite(xp, p.l) - t]
-            jac += [
-                xp.broadcast_to(p.A[None, :, :], (B, m, C)),
-                xp.broadcast_to(-p.A[None, :, :], (B, m, C)),
-            ]
+        """The constraint values (B, n) and their gradients (B, n, C), 0 where absent."""
+        g, jac = [xp.matmul(x, xp.matrix_transpose(lin)) - b_lin], [G_lin]
         for j, qd in enumerate(p.quads):
             g.append((_quad_value(xp, x, qd) - _finite(xp, p.qb[:, j]))[:, None])
-            jac.append(_quad_grad(xp, x, qd)[:, None, :])
-        return xp.concat(g, axis=1) * on, xp.concat(jac, axis=1) * on[:, :, None]
+            jac.append(_quad_grad(xp, x, qd)[:, None, :] * on[:, k + j : k + j + 1, None])
+        return xp.concat(g, axis=1) * on, xp.concat(jac, axis=1)
 
-    x = x0
+    x = y
     g, G = g_and_jac(x)
     size = 1.0 + xp.max(xp.abs(g), axis=-1, keepdims=True)  # (B, 1)
     s = xp.where(on > 0, xp.maximum(-g, 1e-2 * size), one)  # slacks, > 0
@@ -106,12 +105,11 @@ def interior_point(xp: Any, y: Any, p: Problem, x0: Any, *, iters: int = 100) ->
             H = H + (2.0 * zq[:, j])[:, None, None] * qd.Q[None, :, :]
         # the augmented system in (dx, dz, dnu): not reduced to H + Gᵀ (z / s) G, whose huge
         # entries for the active constraints swamp H in rounding as s -> 0
-        n, ne = G.shape[1], E.shape[1]
         gap_d = xp.where(on > 0, -s / xp.where(on > 0, z, 1.0), 1.0)  # -s / z; 1: no constraint
         K = xp.concat([
             xp.concat([H, xp.matrix_transpose(G), xp.matrix_transpose(E)], axis=2),
-            xp.concat([G, _diag(xp, gap_d), xp.zeros((B, n, ne), dtype=y.dtype)], axis=2),
-            xp.concat([E, xp.zeros((B, ne, n), dtype=y.dtype), _diag(xp, fill)], axis=2),
+            xp.concat([G, _diag(xp, gap_d), zeros_ze], axis=2),
+            xp.concat([E, zeros_ez, _diag(xp, fill)], axis=2),
         ], axis=1)  # fmt: skip
         r_z = (r_c / xp.where(on > 0, z, 1.0) - r_p) * on
         rhs = xp.concat([-r_d, r_z, -r_e], axis=1)

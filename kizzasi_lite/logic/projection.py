@@ -509,7 +509,7 @@ def project(
         out, done = _take(xp, out, cand, ok), done | ok
         if it >= _INTERIOR_AFTER and not single and not tried and not bool(xp.all(done)):
             tried = True  # streams the polish cycles on: once, by the interior-point method
-            ok, cand = certified(*interior_point(xp, y, p, y))
+            ok, cand = certified(*interior_point(xp, y, p))
             out, done = _take(xp, out, cand, ok), done | ok
         if it >= 16:
             infeasible, w = _farkas(xp, p, before, st, rows)

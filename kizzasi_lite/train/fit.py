@@ -249,8 +249,8 @@ def _check_options(
 
 
 def _is_integer(v: Any) -> bool:
-    """An integer of Python or NumPy, not a bool."""
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)
+    """An integer of Python or NumPy, not a bool (NumPy's bool is not Integral)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 def _check_validation(model: Any, objective: str, val: list[np.ndarray]) -> None:

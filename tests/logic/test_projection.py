@@ -546,7 +546,7 @@ def test_the_interior_point_method_alone_is_certified(xp, seed):
     assert report.status == ["projected"] * 5
     y = xp.asarray(y_np, dtype=xp.float64)
     p = _problem(rails, y)
-    x, lam, mu = interior_point(xp, y, p, y)
+    x, lam, mu = interior_point(xp, y, p)
     bound = to_numpy(certificate(xp, y, x, lam, mu, p)[0])
     scale = 1.0 + np.abs(y_np).max(axis=1)
     assert np.all(to_numpy(violation(xp, x, p)) <= 1e-12)
